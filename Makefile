@@ -1,0 +1,48 @@
+# Every target bootstraps its own environment: a fresh machine needs only Python 3.11+ and make.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PIP_FLAGS := --quiet --disable-pip-version-check
+
+.PHONY: setup test lint reports lab local clean notebooks
+
+setup: $(STAMP)
+
+# Re-installs only when pyproject.toml changes (a no-op in well under a second otherwise).
+$(STAMP): pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install $(PIP_FLAGS) --upgrade pip
+	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[dev]'
+	touch $(STAMP)
+
+lint: setup
+	$(BIN)/ruff check payment_examples tests notebooks
+	$(BIN)/ruff format --check payment_examples tests notebooks
+
+# Unit and integration tests, strict nbval over the committed notebooks, and a papermill run of every notebook
+# with the CI parameters (tests/notebooks). One pytest run, one summary line.
+test: setup lint
+	$(BIN)/python -m pytest tests notebooks --nbval --nbval-sanitize-with notebooks/sanitize.cfg
+
+# The main job: run every notebook on the embedded engine into reports/ (executed .ipynb and .html).
+reports: setup
+	$(BIN)/payment-examples reports --params notebooks/params/report.yaml --output reports
+
+lab: setup
+	$(BIN)/jupyter lab notebooks
+
+# The embedded engine in the foreground (for JupyterLab users pointing notebooks at a shared engine).
+local: setup
+	$(BIN)/payment-examples local
+
+clean:
+	rm -rf $(VENV) reports build .pytest_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# For authors: format and re-execute the committed notebooks in place (not papermill: sources keep their own
+# parameter cell). Commit the result; `make test` checks it with strict nbval.
+notebooks: setup
+	$(BIN)/ruff format notebooks
+	$(BIN)/jupyter nbconvert --to notebook --execute --inplace notebooks/*.ipynb

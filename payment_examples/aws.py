@@ -1,0 +1,42 @@
+"""boto3 clients, created on first use and cached per settings.
+
+Nothing is created at import: a Lambda container builds its clients on the first invocation and reuses them,
+and ``local_aws()`` can redirect everything by installing new settings, whatever was imported first.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import lru_cache
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from payment_examples.config import Settings, get_settings
+
+_session_lock = threading.Lock()  # boto3 sessions are not thread-safe; clients are.
+
+
+@lru_cache(maxsize=64)
+def _client(service: str, settings: Settings) -> Any:
+    with _session_lock:
+        session = boto3.session.Session(
+            aws_access_key_id=settings.aws_access_key_id,
+            aws_secret_access_key=settings.aws_secret_access_key,
+            region_name=settings.region,
+        )
+        return session.client(
+            service,
+            endpoint_url=settings.endpoint_url,
+            config=Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=64),
+        )
+
+
+def client(service: str, settings: Settings | None = None) -> Any:
+    """The cached boto3 client for ``service`` under ``settings`` (default: the settings in force)."""
+    return _client(service, settings or get_settings())
+
+
+def dynamodb(settings: Settings | None = None) -> Any:
+    return client("dynamodb", settings)

@@ -1,0 +1,128 @@
+"""Settings: the only module that reads environment variables.
+
+Settings are read once (``get_settings()``), are immutable, and are passed to whatever needs them. The embedded
+engine (``payment_examples.local.local_aws``) installs settings that point at its own endpoint for the duration
+of its ``with`` block; ``use_settings`` is the same mechanism for tests.
+
+Three ways to run, chosen by the environment:
+
+* embedded (default): nothing is configured; ``local_aws()`` starts a local moto server process.
+* endpoint: ``AWS_ENDPOINT_URL_DYNAMODB`` or ``AWS_ENDPOINT_URL`` is set; everything talks to that endpoint.
+* aws: ``PAYMENT_USE_AWS=1``; the standard credential chain and region are used and nothing local starts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Literal
+from urllib.parse import urlparse
+
+from payment_examples.errors import ConfigurationError
+
+Mode = Literal["embedded", "endpoint", "aws"]
+
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9_.-]{0,64}$")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"", "0", "false", "no", "off"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the data lives and what the tables are called. Hashable: clients and models are cached per value."""
+
+    region: str = "us-east-1"
+    table_prefix: str = "payment-examples-"
+    endpoint_url: str | None = None
+    use_aws: bool = False
+    # Explicit credentials (the embedded engine uses dummy ones); None means boto3's standard chain.
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.region or not re.fullmatch(r"[a-z0-9-]+", self.region):
+            raise ConfigurationError(f"region {self.region!r} is not a valid AWS region name")
+        if not _PREFIX_RE.fullmatch(self.table_prefix):
+            raise ConfigurationError(
+                f"PAYMENT_TABLE_PREFIX {self.table_prefix!r} must be at most 64 characters of "
+                "letters, digits, '_', '-' or '.'"
+            )
+        if self.endpoint_url is not None:
+            url = urlparse(self.endpoint_url)
+            if url.scheme not in ("http", "https") or not url.netloc:
+                raise ConfigurationError(f"endpoint URL {self.endpoint_url!r} must be an http(s) URL")
+        if self.use_aws and self.endpoint_url:
+            raise ConfigurationError("PAYMENT_USE_AWS=1 and an endpoint URL are both set; choose one")
+
+    @property
+    def mode(self) -> Mode:
+        if self.use_aws:
+            return "aws"
+        return "endpoint" if self.endpoint_url else "embedded"
+
+    def table_name(self, base: str) -> str:
+        return f"{self.table_prefix}{base}"
+
+    def with_endpoint(self, endpoint_url: str, *, access_key_id: str, secret_access_key: str) -> Settings:
+        return replace(
+            self,
+            endpoint_url=endpoint_url,
+            aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret_access_key,
+        )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        use_aws_raw = env.get("PAYMENT_USE_AWS", "").strip().lower()
+        if use_aws_raw not in _TRUE | _FALSE:
+            raise ConfigurationError(f"PAYMENT_USE_AWS={use_aws_raw!r}: use 1/0, true/false, yes/no or on/off")
+        return cls(
+            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+            table_prefix=env.get("PAYMENT_TABLE_PREFIX", "payment-examples-"),
+            endpoint_url=env.get("AWS_ENDPOINT_URL_DYNAMODB") or env.get("AWS_ENDPOINT_URL") or None,
+            use_aws=use_aws_raw in _TRUE,
+        )
+
+
+_lock = threading.Lock()
+_from_env: Settings | None = None
+_override: list[Settings] = []
+
+
+def get_settings() -> Settings:
+    """The settings in force: the innermost ``use_settings`` block, else the environment (read once)."""
+    global _from_env
+    with _lock:
+        if _override:
+            return _override[-1]
+        if _from_env is None:
+            _from_env = Settings.from_env()
+        return _from_env
+
+
+def push_settings(settings: Settings) -> None:
+    """Make ``settings`` the process-wide settings until ``pop_settings`` (prefer ``use_settings``)."""
+    with _lock:
+        _override.append(settings)
+
+
+def pop_settings(settings: Settings) -> None:
+    with _lock:
+        if settings in _override:
+            # Remove the innermost occurrence: blocks may nest with equal settings.
+            del _override[len(_override) - 1 - _override[::-1].index(settings)]
+
+
+@contextmanager
+def use_settings(settings: Settings) -> Iterator[Settings]:
+    """Make ``settings`` the process-wide settings inside the block (the embedded engine and tests use this)."""
+    push_settings(settings)
+    try:
+        yield settings
+    finally:
+        pop_settings(settings)

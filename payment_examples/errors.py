@@ -1,0 +1,87 @@
+"""One small exception tree. Handlers map ``http_status`` to RFC 9457 problem responses."""
+
+from __future__ import annotations
+
+
+class PaymentExamplesError(Exception):
+    """Base of every error this package raises on purpose."""
+
+    http_status = 500
+    title = "Internal error"
+
+
+class ConfigurationError(PaymentExamplesError):
+    """The environment or the arguments configure something impossible."""
+
+    title = "Configuration error"
+
+
+class ValidationError(PaymentExamplesError, ValueError):
+    """Bad input. ``field`` names what was wrong, so an API can say so."""
+
+    http_status = 400
+    title = "Invalid request"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class NotFoundError(PaymentExamplesError, LookupError):
+    http_status = 404
+    title = "Not found"
+
+
+class PaymentNotFoundError(NotFoundError):
+    def __init__(self, payment_id: str) -> None:
+        super().__init__(f"payment {payment_id!r} not found")
+        self.payment_id = payment_id
+
+
+class ConflictError(PaymentExamplesError):
+    http_status = 409
+    title = "Conflict"
+
+
+class IllegalTransitionError(ConflictError):
+    """The state machine does not allow this operation from the payment's current status (or amounts forbid it)."""
+
+    def __init__(self, payment_id: str, status: str, operation: str, reason: str = "") -> None:
+        status, operation = str(status), str(operation)  # plain strings, also for StrEnum members
+        detail = f"cannot {operation} payment {payment_id!r} in status {status!r}"
+        super().__init__(f"{detail}: {reason}" if reason else detail)
+        self.payment_id = payment_id
+        self.status = status
+        self.operation = operation
+
+
+class VersionConflictError(ConflictError):
+    """Someone else changed the payment since it was read (optimistic locking). Nothing was written."""
+
+    def __init__(self, payment_id: str, expected_version: int | None) -> None:
+        super().__init__(f"payment {payment_id!r} changed since version {expected_version}; re-read and retry")
+        self.payment_id = payment_id
+        self.expected_version = expected_version
+
+
+class DuplicatePaymentError(ConflictError):
+    """The (merchant, idempotency key) pair already created a payment with different details."""
+
+    http_status = 422
+    title = "Idempotency key reused"
+
+    def __init__(self, merchant_id: str, idempotency_key: str, payment_id: str) -> None:
+        super().__init__(
+            f"idempotency key {idempotency_key!r} of merchant {merchant_id!r} already created payment "
+            f"{payment_id!r} with different details"
+        )
+        self.merchant_id = merchant_id
+        self.idempotency_key = idempotency_key
+        self.payment_id = payment_id
+
+
+class EngineError(PaymentExamplesError):
+    """The embedded engine (local moto server process) could not start or answer."""
+
+    title = "Engine error"

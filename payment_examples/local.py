@@ -1,0 +1,225 @@
+"""The embedded engine: a local moto server *process* that handles one request at a time.
+
+moto in-process is not thread-safe (concurrent conditional writes were seen to succeed twice for one key), so
+anything concurrent talks to a separate server process that serialises requests, like DynamoDB's own per-item
+ordering does. ``local_aws()`` starts it on 127.0.0.1 (a free port chosen by the OS), waits until it answers,
+points the package's clients and models at it, creates the tables, and always stops it: on exit from the block,
+on an error or Ctrl-C in the block, at interpreter exit, and (the child watches its stdin) if the parent dies.
+
+With a real endpoint or real AWS configured, ``local_aws()`` starts nothing and only ensures the tables exist.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from types import TracebackType
+
+from payment_examples.config import Settings, get_settings, pop_settings, push_settings
+from payment_examples.errors import EngineError
+
+HOST = "127.0.0.1"
+LOCAL_ACCESS_KEY_ID = "testing"  # moto accepts any credentials; these map to its default account
+LOCAL_SECRET_ACCESS_KEY = "testing"
+_READY_PREFIX = "payment-examples-engine-ready "
+
+
+# -- the child process -------------------------------------------------------------------------------------------
+
+
+def serve(host: str = HOST, port: int = 0, *, watch_stdin: bool = False) -> None:
+    """Run a single-threaded moto server in this process until killed (the child's entry point)."""
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+    from werkzeug.serving import make_server
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log per request
+    app = DomainDispatcherApplication(create_backend_app)
+    server = make_server(host, port, app, threaded=False, processes=1)  # one request at a time
+    if watch_stdin:
+        # The parent holds our stdin open; EOF means it is gone (even if it was SIGKILLed), so stop too.
+        threading.Thread(target=_exit_on_stdin_eof, daemon=True).start()
+    print(f"{_READY_PREFIX}{server.server_port}", flush=True)
+    server.serve_forever()
+
+
+def _exit_on_stdin_eof() -> None:
+    while sys.stdin.buffer.read(1024):
+        pass
+    os._exit(0)
+
+
+# -- the parent side ---------------------------------------------------------------------------------------------
+
+_running: weakref.WeakSet[LocalServer] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for server in list(_running):
+        server.stop()
+
+
+class LocalServer:
+    """One moto server child process. ``start()`` returns its endpoint URL; ``stop()`` is idempotent."""
+
+    def __init__(self, *, host: str = HOST, startup_timeout: float = 60.0) -> None:
+        self.host = host
+        self.startup_timeout = startup_timeout
+        self.process: subprocess.Popen[bytes] | None = None
+        self.endpoint_url: str | None = None
+        self._stderr = None
+
+    def start(self) -> str:
+        if self.process is not None:
+            raise EngineError("this LocalServer was already started")
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop())
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "payment_examples.local", "--serve", "--host", self.host, "--port", "0"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            start_new_session=True,  # a terminal's Ctrl-C reaches the parent, which then stops us cleanly
+        )
+        _running.add(self)
+        try:
+            port = self._read_port()
+            self.endpoint_url = f"http://{self.host}:{port}"
+            self._wait_until_answering()
+        except BaseException:
+            self.stop()
+            raise
+        return self.endpoint_url
+
+    def _read_port(self) -> int:
+        assert self.process is not None and self.process.stdout is not None
+        result: list[bytes] = []
+        reader = threading.Thread(target=lambda: result.append(self.process.stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(self.startup_timeout)
+        line = result[0].decode(errors="replace").strip() if result else ""
+        if not line.startswith(_READY_PREFIX):
+            raise EngineError(f"the local moto server did not start: {line or 'no answer'}\n{self._stderr_tail()}")
+        return int(line.removeprefix(_READY_PREFIX))
+
+    def _wait_until_answering(self) -> None:
+        import boto3
+
+        client = boto3.client(
+            "dynamodb",
+            endpoint_url=self.endpoint_url,
+            region_name="us-east-1",
+            aws_access_key_id=LOCAL_ACCESS_KEY_ID,
+            aws_secret_access_key=LOCAL_SECRET_ACCESS_KEY,
+        )
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            try:
+                client.list_tables(Limit=1)
+                return
+            except Exception as error:  # connection refused while it binds, or a slow first import
+                if self.process is None or self.process.poll() is not None or time.monotonic() > deadline:
+                    raise EngineError(
+                        f"the local moto server does not answer: {error}\n{self._stderr_tail()}"
+                    ) from None
+                time.sleep(0.05)
+
+    def _stderr_tail(self) -> str:
+        if self._stderr is None:
+            return ""
+        self._stderr.seek(0)
+        return self._stderr.read().decode(errors="replace")[-2000:]
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        _running.discard(self)
+        if process is not None:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+            for stream in (process.stdin, process.stdout):
+                if stream is not None:
+                    stream.close()
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+
+
+class LocalAWS:
+    """``with local_aws() as endpoint:``; notebooks may call ``start()`` and ``stop()`` across cells instead."""
+
+    def __init__(self, settings: Settings | None = None, *, create_tables: bool = True) -> None:
+        self._base = settings
+        self._create_tables = create_tables
+        self.server: LocalServer | None = None
+        self.settings: Settings | None = None
+
+    @property
+    def endpoint_url(self) -> str | None:
+        return self.settings.endpoint_url if self.settings else None
+
+    def start(self) -> str | None:
+        from payment_examples.models import create_tables
+
+        if self.settings is not None:
+            raise EngineError("local_aws() is already started")
+        base = self._base or get_settings()
+        if base.mode == "embedded":
+            self.server = LocalServer()
+            endpoint = self.server.start()
+            settings = base.with_endpoint(
+                endpoint, access_key_id=LOCAL_ACCESS_KEY_ID, secret_access_key=LOCAL_SECRET_ACCESS_KEY
+            )
+        else:
+            settings = base  # a real endpoint or AWS: start nothing
+        push_settings(settings)
+        self.settings = settings
+        try:
+            if self._create_tables:
+                create_tables(settings)
+        except BaseException:
+            self.stop()
+            raise
+        return settings.endpoint_url
+
+    def stop(self) -> None:
+        if self.settings is not None:
+            pop_settings(self.settings)
+            self.settings = None
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    def __enter__(self) -> str | None:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def local_aws(settings: Settings | None = None, *, create_tables: bool = True) -> LocalAWS:
+    """The embedded engine as a context manager yielding its endpoint URL (None when real AWS is configured)."""
+    return LocalAWS(settings, create_tables=create_tables)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="internal: the embedded engine's child process")
+    parser.add_argument("--serve", action="store_true", required=True)
+    parser.add_argument("--host", default=HOST)
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    serve(args.host, args.port, watch_stdin=True)

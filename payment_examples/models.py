@@ -1,0 +1,290 @@
+"""PynamoDB models and table definitions.
+
+The classes below are declarative *definitions*. Code never talks to them directly: ``bind_models(settings)``
+returns subclasses bound to one table prefix, region, endpoint and set of credentials (cached per settings), so
+the embedded engine, a real endpoint and several AWS accounts can be used side by side without mutating a global.
+
+Key design:
+
+* ``Payment.id`` is derived from (merchant, idempotency key) (``payment_id_for``), so uniqueness of the pair is
+  enforced by one conditional put on the payment's own key; no idempotency-key index is needed.
+* Two merchant indexes serve the query patterns by key condition, never by filter:
+  ``by-merchant-created`` (merchant_id, created_key) lists a merchant's payments by creation time, and
+  ``by-merchant-status`` (merchant_status, created_key) lists one status by creation time. ``created_key`` is
+  ``<created_at ISO-8601 UTC>#<id>``: sortable by time and unique, so pages have a total order. Each payment
+  write therefore also writes two index entries (two more write units on DynamoDB).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+from pynamodb.attributes import (
+    BinaryAttribute,
+    ListAttribute,
+    MapAttribute,
+    NumberAttribute,
+    TTLAttribute,
+    UnicodeAttribute,
+    UTCDateTimeAttribute,
+    VersionAttribute,
+)
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.models import Model
+
+from payment_examples.clock import name_based_id
+from payment_examples.config import Settings
+
+# ---------------------------------------------------------------------------------------------------------------
+# Derived keys
+
+
+def payment_id_for(merchant_id: str, idempotency_key: str) -> str:
+    """The payment id for a (merchant, idempotency key) pair: the same pair always gives the same id."""
+    return name_based_id("payment", merchant_id, idempotency_key)
+
+
+def transaction_id_for(payment_id: str, payment_version: int) -> str:
+    """The transaction id for the transition that produced ``payment_version``: replaying it rewrites the same item."""
+    return name_based_id("transaction", payment_id, str(payment_version))
+
+
+def created_key(created_at: datetime, item_id: str) -> str:
+    return f"{created_at.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#{item_id}"
+
+
+def merchant_status_key(merchant_id: str, status: str) -> str:
+    return f"{merchant_id}#{status}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Definitions
+
+
+class _UnboundMeta:
+    table_name: str | None = None  # set by bind_models
+    billing_mode = "PAY_PER_REQUEST"
+
+
+class MerchantCreatedIndex(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "by-merchant-created"
+        projection = AllProjection()
+
+    merchant_id = UnicodeAttribute(hash_key=True)
+    created_key = UnicodeAttribute(range_key=True)
+
+
+class MerchantStatusIndex(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "by-merchant-status"
+        projection = AllProjection()
+
+    merchant_status = UnicodeAttribute(hash_key=True)
+    created_key = UnicodeAttribute(range_key=True)
+
+
+class TransitionAttribute(MapAttribute):
+    """What produced the payment's current version; the matching Transaction is rebuilt from it on replay."""
+
+    type = UnicodeAttribute()
+    amount = NumberAttribute()
+    actor = UnicodeAttribute()
+    from_status = UnicodeAttribute()
+    to_status = UnicodeAttribute()
+    at = UTCDateTimeAttribute()
+    reason = UnicodeAttribute(null=True)
+
+
+class Payment(Model):
+    class Meta(_UnboundMeta):
+        base_name = "payments"
+
+    id = UnicodeAttribute(hash_key=True)
+    merchant_id = UnicodeAttribute()
+    idempotency_key = UnicodeAttribute()
+    amount = NumberAttribute()
+    currency = UnicodeAttribute()
+    status = UnicodeAttribute()
+    captured_amount = NumberAttribute(default=0)
+    refunded_amount = NumberAttribute(default=0)
+    customer_id = UnicodeAttribute(null=True)
+    description = UnicodeAttribute(null=True)
+    created_at = UTCDateTimeAttribute()
+    updated_at = UTCDateTimeAttribute()
+    created_key = UnicodeAttribute()
+    merchant_status = UnicodeAttribute()
+    last_transition = TransitionAttribute(null=True)
+    version = VersionAttribute()
+
+    by_merchant_created = MerchantCreatedIndex()
+    by_merchant_status = MerchantStatusIndex()
+
+
+class AuditEntry(MapAttribute):
+    at = UTCDateTimeAttribute()
+    actor = UnicodeAttribute()
+    action = UnicodeAttribute()
+    from_status = UnicodeAttribute(null=True)
+    to_status = UnicodeAttribute(null=True)
+    detail = UnicodeAttribute(null=True)
+
+
+class PaymentTransactionsIndex(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "by-payment"
+        projection = AllProjection()
+
+    payment_id = UnicodeAttribute(hash_key=True)
+    payment_version = NumberAttribute(range_key=True)
+
+
+class Transaction(Model):
+    """One state transition of a payment (authorize, capture, refund, void, fail) with its audit trail."""
+
+    class Meta(_UnboundMeta):
+        base_name = "transactions"
+
+    id = UnicodeAttribute(hash_key=True)
+    payment_id = UnicodeAttribute()
+    merchant_id = UnicodeAttribute()
+    payment_version = NumberAttribute()
+    type = UnicodeAttribute()
+    amount = NumberAttribute()
+    currency = UnicodeAttribute()
+    status = UnicodeAttribute()
+    processed_at = UTCDateTimeAttribute()
+    audit_trail = ListAttribute(of=AuditEntry, default=list)
+    version = VersionAttribute()
+
+    by_payment = PaymentTransactionsIndex()
+
+
+class CustomerMerchantIndex(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "by-merchant"
+        projection = AllProjection()
+
+    merchant_id = UnicodeAttribute(hash_key=True)
+    created_key = UnicodeAttribute(range_key=True)
+
+
+class CustomerEmailIndex(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "by-email"
+        projection = AllProjection()
+
+    email_index = UnicodeAttribute(hash_key=True)
+
+
+class Customer(Model):
+    """A merchant's customer. Card data and email are stored only as ciphertext; ``email_index`` is a blind index
+    (keyed HMAC of the normalised email, scoped to the merchant) so customers can be found by email without
+    storing it in clear."""
+
+    class Meta(_UnboundMeta):
+        base_name = "customers"
+
+    id = UnicodeAttribute(hash_key=True)
+    merchant_id = UnicodeAttribute()
+    email_index = UnicodeAttribute(null=True)
+    email_ciphertext = BinaryAttribute(null=True, legacy_encoding=False)
+    payment_methods_ciphertext = BinaryAttribute(null=True, legacy_encoding=False)
+    encryption_key_id = UnicodeAttribute(null=True)
+    created_at = UTCDateTimeAttribute()
+    updated_at = UTCDateTimeAttribute()
+    created_key = UnicodeAttribute()
+    version = VersionAttribute()
+
+    by_merchant = CustomerMerchantIndex()
+    by_email = CustomerEmailIndex()
+
+
+class IdempotencyRecord(Model):
+    """A claimed or completed idempotency key. ``expires_at`` is the DynamoDB TTL attribute (deleted lazily)."""
+
+    class Meta(_UnboundMeta):
+        base_name = "idempotency"
+
+    key = UnicodeAttribute(hash_key=True)
+    status = UnicodeAttribute()
+    payload_hash = UnicodeAttribute(null=True)
+    claim_token = UnicodeAttribute(null=True)
+    lease_expires_at = NumberAttribute(null=True)  # epoch milliseconds
+    result = UnicodeAttribute(null=True)  # JSON
+    created_at = UTCDateTimeAttribute()
+    expires_at = TTLAttribute()
+
+
+class AuditLog(Model):
+    """Append-only log of who did what to which entity, and when."""
+
+    class Meta(_UnboundMeta):
+        base_name = "audit-log"
+
+    entity = UnicodeAttribute(hash_key=True)  # e.g. "payment#<id>"
+    sk = UnicodeAttribute(range_key=True)  # "<ISO time>#<event id>": time-ordered, unique
+    at = UTCDateTimeAttribute()
+    actor = UnicodeAttribute()
+    action = UnicodeAttribute()
+    details = MapAttribute(null=True)
+
+
+DEFINITIONS: tuple[type[Model], ...] = (Payment, Transaction, Customer, IdempotencyRecord, AuditLog)
+
+# ---------------------------------------------------------------------------------------------------------------
+# Binding
+
+
+@dataclass(frozen=True)
+class BoundModels:
+    payment: type[Payment]
+    transaction: type[Transaction]
+    customer: type[Customer]
+    idempotency: type[IdempotencyRecord]
+    audit: type[AuditLog]
+
+    def all(self) -> tuple[type[Model], ...]:
+        return (self.payment, self.transaction, self.customer, self.idempotency, self.audit)
+
+
+def _bind(definition: type[Model], settings: Settings) -> Any:
+    meta = type(
+        "Meta",
+        (),
+        {
+            "table_name": settings.table_name(definition.Meta.base_name),
+            "region": settings.region,
+            "host": settings.endpoint_url,
+            "billing_mode": "PAY_PER_REQUEST",
+            "aws_access_key_id": settings.aws_access_key_id,
+            "aws_secret_access_key": settings.aws_secret_access_key,
+            "max_retry_attempts": 5,
+            "max_pool_connections": 64,
+        },
+    )
+    return type(definition.__name__, (definition,), {"Meta": meta, "__module__": __name__})
+
+
+@lru_cache(maxsize=32)
+def bind_models(settings: Settings) -> BoundModels:
+    """Model classes bound to ``settings`` (cached: the same settings give the same classes and connections)."""
+    return BoundModels(*(_bind(definition, settings) for definition in DEFINITIONS))
+
+
+def get_models(settings: Settings | None = None) -> BoundModels:
+    from payment_examples.config import get_settings
+
+    return bind_models(settings or get_settings())
+
+
+def create_tables(settings: Settings | None = None) -> list[str]:
+    """Create every table (with its indexes and TTL setting) that does not exist yet. Returns the table names."""
+    models = get_models(settings)
+    for model in models.all():
+        if not model.exists():
+            model.create_table(wait=True)
+    return [model.Meta.table_name for model in models.all()]

@@ -1,0 +1,335 @@
+"""Domain operations on payments: create (idempotent per merchant), read (merchant-scoped) and the transitions
+authorize / capture / refund / void / fail, each guarded by optimistic locking and recorded as a Transaction.
+
+Hot paths use single conditional writes, never ``TransactWriteItems`` (twice the write units on DynamoDB, and on
+moto its cost grows with all the data held).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
+
+from payment_examples.clock import Clock, SystemClock
+from payment_examples.config import Settings
+from payment_examples.errors import DuplicatePaymentError, PaymentNotFoundError, VersionConflictError
+from payment_examples.logs import logger
+from payment_examples.models import (
+    AuditEntry,
+    BoundModels,
+    Payment,
+    Transaction,
+    TransitionAttribute,
+    created_key,
+    get_models,
+    merchant_status_key,
+    payment_id_for,
+    transaction_id_for,
+)
+from payment_examples.money import currency_exponent, validate_amount
+from payment_examples.state_machine import Balances, Operation, PaymentStatus, plan_transition
+from payment_examples.validation import identifier, optional_text
+
+CONDITIONAL_CHECK_FAILED = "ConditionalCheckFailedException"
+MAX_DESCRIPTION_LENGTH = 500
+
+
+@dataclass(frozen=True)
+class CreateResult:
+    payment: Payment
+    replayed: bool  # True when the (merchant, idempotency key) pair had already created this payment
+
+
+class PaymentService:
+    """Payment operations. Models (hence tables and endpoint) and the clock are injectable; by default the models
+    bound to the settings in force at call time are used, so ``local_aws()`` redirects a service built earlier."""
+
+    def __init__(
+        self,
+        *,
+        models: BoundModels | None = None,
+        settings: Settings | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self._models = models
+        self._settings = settings
+        self.clock = clock or SystemClock()
+
+    @property
+    def models(self) -> BoundModels:
+        return self._models or get_models(self._settings)
+
+    # -- create and read ---------------------------------------------------------------------------------------
+
+    def create_payment(
+        self,
+        merchant_id: str,
+        idempotency_key: str,
+        amount: int,
+        currency: str,
+        *,
+        customer_id: str | None = None,
+        description: str | None = None,
+    ) -> CreateResult:
+        """Create a pending payment, exactly once per (merchant, idempotency key).
+
+        The payment id is derived from the pair, so ONE conditional put (``attribute_not_exists`` on the id) is the
+        uniqueness guarantee, also under concurrency. A repeat with the same details returns the stored payment
+        (``replayed=True``); a repeat with different details raises ``DuplicatePaymentError``.
+        """
+        identifier("merchant_id", merchant_id)
+        identifier("idempotency_key", idempotency_key)
+        validate_amount(amount)
+        currency_exponent(currency)
+        if customer_id is not None:
+            identifier("customer_id", customer_id)
+        optional_text("description", description, max_length=MAX_DESCRIPTION_LENGTH)
+
+        Model = self.models.payment
+        now = self.clock.now()
+        payment_id = payment_id_for(merchant_id, idempotency_key)
+        payment = Model(
+            payment_id,
+            merchant_id=merchant_id,
+            idempotency_key=idempotency_key,
+            amount=amount,
+            currency=currency,
+            status=PaymentStatus.PENDING.value,
+            captured_amount=0,
+            refunded_amount=0,
+            customer_id=customer_id,
+            description=description,
+            created_at=now,
+            updated_at=now,
+            created_key=created_key(now, payment_id),
+            merchant_status=merchant_status_key(merchant_id, PaymentStatus.PENDING),
+        )
+        try:
+            payment.save(condition=Model.id.does_not_exist())
+        except PutError as error:
+            if error.cause_response_code != CONDITIONAL_CHECK_FAILED:
+                raise
+        else:
+            logger.info(
+                "payment created", payment_id=payment_id, merchant_id=merchant_id, amount=amount, currency=currency
+            )
+            return CreateResult(payment, replayed=False)
+
+        existing = Model.get(payment_id, consistent_read=True)
+        same = (
+            existing.merchant_id,
+            existing.idempotency_key,
+            int(existing.amount),
+            existing.currency,
+            existing.customer_id,
+            existing.description,
+        ) == (merchant_id, idempotency_key, amount, currency, customer_id, description)
+        if not same:
+            raise DuplicatePaymentError(merchant_id, idempotency_key, payment_id)
+        return CreateResult(existing, replayed=True)
+
+    def get_payment(self, merchant_id: str, payment_id: str) -> Payment:
+        """The payment, if it belongs to ``merchant_id``; another merchant's payment reads as not found."""
+        identifier("merchant_id", merchant_id)
+        identifier("payment_id", payment_id)
+        try:
+            payment = self.models.payment.get(payment_id, consistent_read=True)
+        except DoesNotExist:
+            raise PaymentNotFoundError(payment_id) from None
+        if payment.merchant_id != merchant_id:
+            raise PaymentNotFoundError(payment_id)
+        return payment
+
+    # -- transitions -------------------------------------------------------------------------------------------
+
+    def authorize(
+        self, merchant_id: str, payment_id: str, *, actor: str, expected_version: int | None = None
+    ) -> Payment:
+        return self._transition(
+            merchant_id, payment_id, Operation.AUTHORIZE, actor=actor, expected_version=expected_version
+        )
+
+    def capture(
+        self,
+        merchant_id: str,
+        payment_id: str,
+        *,
+        actor: str,
+        amount: int | None = None,
+        expected_version: int | None = None,
+    ) -> Payment:
+        return self._transition(
+            merchant_id, payment_id, Operation.CAPTURE, actor=actor, amount=amount, expected_version=expected_version
+        )
+
+    def refund(
+        self, merchant_id: str, payment_id: str, *, actor: str, amount: int, expected_version: int | None = None
+    ) -> Payment:
+        return self._transition(
+            merchant_id, payment_id, Operation.REFUND, actor=actor, amount=amount, expected_version=expected_version
+        )
+
+    def void(
+        self,
+        merchant_id: str,
+        payment_id: str,
+        *,
+        actor: str,
+        reason: str | None = None,
+        expected_version: int | None = None,
+    ) -> Payment:
+        return self._transition(
+            merchant_id, payment_id, Operation.VOID, actor=actor, reason=reason, expected_version=expected_version
+        )
+
+    def fail(
+        self,
+        merchant_id: str,
+        payment_id: str,
+        *,
+        actor: str,
+        reason: str | None = None,
+        expected_version: int | None = None,
+    ) -> Payment:
+        return self._transition(
+            merchant_id, payment_id, Operation.FAIL, actor=actor, reason=reason, expected_version=expected_version
+        )
+
+    def _transition(
+        self,
+        merchant_id: str,
+        payment_id: str,
+        operation: Operation,
+        *,
+        actor: str,
+        amount: int | None = None,
+        reason: str | None = None,
+        expected_version: int | None = None,
+    ) -> Payment:
+        identifier("actor", actor)
+        optional_text("reason", reason, max_length=MAX_DESCRIPTION_LENGTH)
+        payment = self.get_payment(merchant_id, payment_id)
+        if expected_version is not None and payment.version != expected_version:
+            raise VersionConflictError(payment_id, expected_version)
+        self._ensure_recorded(payment)
+        read_version = payment.version
+        plan = plan_transition(
+            payment_id,
+            payment.status,
+            Balances(int(payment.amount), int(payment.captured_amount), int(payment.refunded_amount)),
+            operation,
+            amount,
+        )
+        now = self.clock.now()
+        Model = type(payment)
+        # Write order, and why it is crash-safe:
+        # 1. The payment update is the commit point. It is conditional on the version we read (optimistic
+        #    locking: a concurrent writer makes it fail and nothing is written) and it stores `last_transition`,
+        #    everything needed to rebuild this transition's Transaction.
+        # 2. The Transaction is then put under an id derived from (payment id, new version). Writing it again
+        #    yields the same item, so a crash between 1 and 2 is repaired by replaying 2: the next transition
+        #    does so before it overwrites `last_transition` (`_ensure_recorded`), and so does reading the trail.
+        # The reverse order could leave a Transaction for a transition that never committed, whose id a
+        # different later transition would then collide with.
+        try:
+            payment.update(
+                actions=[
+                    Model.status.set(plan.to_status.value),
+                    Model.merchant_status.set(merchant_status_key(merchant_id, plan.to_status)),
+                    Model.captured_amount.set(plan.balances.captured),
+                    Model.refunded_amount.set(plan.balances.refunded),
+                    Model.updated_at.set(now),
+                    Model.last_transition.set(
+                        TransitionAttribute(
+                            type=operation.value,
+                            amount=plan.amount,
+                            actor=actor,
+                            from_status=plan.from_status.value,
+                            to_status=plan.to_status.value,
+                            at=now,
+                            reason=reason,
+                        )
+                    ),
+                ],
+                condition=Model.merchant_id == merchant_id,
+            )
+        except UpdateError as error:
+            if error.cause_response_code == CONDITIONAL_CHECK_FAILED:
+                raise VersionConflictError(payment_id, read_version) from None
+            raise
+        self.record_transaction(payment)
+        logger.info(
+            "payment transition",
+            payment_id=payment_id,
+            merchant_id=merchant_id,
+            operation=operation.value,
+            to_status=plan.to_status.value,
+            version=payment.version,
+        )
+        return payment
+
+    # -- the transaction trail ---------------------------------------------------------------------------------
+
+    def record_transaction(self, payment: Payment) -> Transaction | None:
+        """Write the Transaction for ``payment``'s current version from its ``last_transition`` (idempotent).
+
+        Returns None for a payment that has had no transition yet.
+        """
+        transition = payment.last_transition
+        if transition is None:
+            return None
+        Model = self.models.transaction
+        transaction = Model(
+            transaction_id_for(payment.id, payment.version),
+            payment_id=payment.id,
+            merchant_id=payment.merchant_id,
+            payment_version=payment.version,
+            type=transition.type,
+            amount=transition.amount,
+            currency=payment.currency,
+            status="succeeded",
+            processed_at=transition.at,
+            audit_trail=[
+                AuditEntry(
+                    at=transition.at,
+                    actor=transition.actor,
+                    action=transition.type,
+                    from_status=transition.from_status,
+                    to_status=transition.to_status,
+                    detail=transition.reason,
+                )
+            ],
+        )
+        try:
+            transaction.save(condition=Model.id.does_not_exist())
+        except PutError as error:
+            if error.cause_response_code != CONDITIONAL_CHECK_FAILED:
+                raise
+            # Already recorded (a replay): the stored item is the same transition.
+        return transaction
+
+    def _ensure_recorded(self, payment: Payment) -> None:
+        """Replay the Transaction of ``payment``'s current version if a crash left it unwritten.
+
+        One eventually consistent GetItem (half a read unit) in the normal case; only a missing item costs a put.
+        Without this, the next transition would overwrite ``last_transition``, the only copy of the lost record.
+        """
+        if payment.last_transition is None:
+            return
+        try:
+            self.models.transaction.get(transaction_id_for(payment.id, payment.version))
+        except DoesNotExist:
+            self.record_transaction(payment)
+
+    def transactions(self, merchant_id: str, payment_id: str) -> list[Transaction]:
+        """The payment's transactions in order, repairing the latest one if a crash left it unwritten."""
+        payment = self.get_payment(merchant_id, payment_id)
+        Model = self.models.transaction
+        found = list(Model.by_payment.query(payment_id))
+        found.sort(key=lambda t: int(t.payment_version))
+        if payment.last_transition is not None and (not found or int(found[-1].payment_version) != payment.version):
+            repaired = self.record_transaction(payment)
+            if repaired is not None:
+                found.append(repaired)
+        return found
