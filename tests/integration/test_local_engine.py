@@ -68,6 +68,17 @@ def test_child_exits_when_its_parent_is_killed() -> None:
     assert _gone(child_pid), "the moto server process survived its killed parent"
 
 
+def test_child_exits_when_its_parent_exits_without_stopping_it() -> None:
+    script = (
+        "from payment_examples.local import local_aws\n"
+        "engine = local_aws(create_tables=False); engine.start()\n"
+        "print(engine.server.process.pid, flush=True)\n"  # and exit without engine.stop(): atexit must do it
+    )
+    parent = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert parent.returncode == 0, parent.stderr
+    assert _gone(int(parent.stdout))
+
+
 def test_stop_is_idempotent_and_restart_is_refused() -> None:
     server = LocalServer()
     server.start()
