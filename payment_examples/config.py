@@ -18,7 +18,7 @@ import re
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal
 from urllib.parse import urlparse
 
@@ -41,7 +41,14 @@ class Settings:
     use_aws: bool = False
     # Explicit credentials (the embedded engine uses dummy ones); None means boto3's standard chain.
     aws_access_key_id: str | None = None
-    aws_secret_access_key: str | None = None
+    aws_secret_access_key: str | None = field(default=None, repr=False)
+    # Request authentication (auth.py): HS256 secret and/or an RS256/ES256 public key (PEM); never a default.
+    jwt_secret: str | None = field(default=None, repr=False)
+    jwt_public_key: str | None = field(default=None, repr=False)
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    # HMAC key that signs pagination cursors (pagination.py); no key -> no cursors are issued.
+    cursor_secret: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.region or not re.fullmatch(r"[a-z0-9-]+", self.region):
@@ -55,6 +62,10 @@ class Settings:
             url = urlparse(self.endpoint_url)
             if url.scheme not in ("http", "https") or not url.netloc:
                 raise ConfigurationError(f"endpoint URL {self.endpoint_url!r} must be an http(s) URL")
+        if self.jwt_secret is not None and len(self.jwt_secret.encode()) < 32:
+            raise ConfigurationError("PAYMENT_JWT_SECRET must be at least 32 bytes (RFC 7518 3.2: HS256 key size)")
+        if self.cursor_secret is not None and len(self.cursor_secret.encode()) < 32:
+            raise ConfigurationError("PAYMENT_CURSOR_SECRET must be at least 32 bytes")
         if self.use_aws and self.endpoint_url:
             raise ConfigurationError("PAYMENT_USE_AWS=1 and an endpoint URL are both set; choose one")
 
@@ -86,6 +97,11 @@ class Settings:
             table_prefix=env.get("PAYMENT_TABLE_PREFIX", "payment-examples-"),
             endpoint_url=env.get("AWS_ENDPOINT_URL_DYNAMODB") or env.get("AWS_ENDPOINT_URL") or None,
             use_aws=use_aws_raw in _TRUE,
+            jwt_secret=env.get("PAYMENT_JWT_SECRET") or None,
+            jwt_public_key=env.get("PAYMENT_JWT_PUBLIC_KEY") or None,
+            jwt_audience=env.get("PAYMENT_JWT_AUDIENCE") or None,
+            jwt_issuer=env.get("PAYMENT_JWT_ISSUER") or None,
+            cursor_secret=env.get("PAYMENT_CURSOR_SECRET") or None,
         )
 
 

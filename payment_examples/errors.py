@@ -81,6 +81,13 @@ class DuplicatePaymentError(ConflictError):
         self.payment_id = payment_id
 
 
+class AuthenticationError(PaymentExamplesError):
+    """The caller's merchant identity could not be established (no or bad credentials). Never says which secret."""
+
+    http_status = 401
+    title = "Unauthorized"
+
+
 class EngineError(PaymentExamplesError):
     """The embedded engine (local moto server process) could not start or answer."""
 

@@ -113,6 +113,7 @@ class Payment(Model):
     refunded_amount = NumberAttribute(default=0)
     customer_id = UnicodeAttribute(null=True)
     description = UnicodeAttribute(null=True)
+    metadata = MapAttribute(null=True)  # merchant-supplied string -> string pairs (validation.metadata)
     created_at = UTCDateTimeAttribute()
     updated_at = UTCDateTimeAttribute()
     created_key = UnicodeAttribute()

@@ -30,6 +30,7 @@ from payment_examples.models import (
 from payment_examples.money import currency_exponent, validate_amount
 from payment_examples.state_machine import Balances, Operation, PaymentStatus, plan_transition
 from payment_examples.validation import identifier, optional_text
+from payment_examples.validation import metadata as validate_metadata
 
 CONDITIONAL_CHECK_FAILED = "ConditionalCheckFailedException"
 MAX_DESCRIPTION_LENGTH = 500
@@ -39,6 +40,13 @@ MAX_DESCRIPTION_LENGTH = 500
 class CreateResult:
     payment: Payment
     replayed: bool  # True when the (merchant, idempotency key) pair had already created this payment
+
+
+def _details(payment: Payment) -> tuple:
+    """What a repeat of the same create request must match (everything the client sent)."""
+    metadata = payment.metadata.as_dict() if payment.metadata is not None else None
+    return (payment.merchant_id, payment.idempotency_key, int(payment.amount), payment.currency,
+            payment.customer_id, payment.description, metadata or None)  # fmt: skip
 
 
 class PaymentService:
@@ -71,6 +79,7 @@ class PaymentService:
         *,
         customer_id: str | None = None,
         description: str | None = None,
+        metadata: dict[str, str] | None = None,
     ) -> CreateResult:
         """Create a pending payment, exactly once per (merchant, idempotency key).
 
@@ -85,6 +94,7 @@ class PaymentService:
         if customer_id is not None:
             identifier("customer_id", customer_id)
         optional_text("description", description, max_length=MAX_DESCRIPTION_LENGTH)
+        metadata = validate_metadata("metadata", metadata) or None  # {} is stored as absent
 
         Model = self.models.payment
         now = self.clock.now()
@@ -100,6 +110,7 @@ class PaymentService:
             refunded_amount=0,
             customer_id=customer_id,
             description=description,
+            metadata=metadata,
             created_at=now,
             updated_at=now,
             created_key=created_key(now, payment_id),
@@ -117,14 +128,15 @@ class PaymentService:
             return CreateResult(payment, replayed=False)
 
         existing = Model.get(payment_id, consistent_read=True)
-        same = (
-            existing.merchant_id,
-            existing.idempotency_key,
-            int(existing.amount),
-            existing.currency,
-            existing.customer_id,
-            existing.description,
-        ) == (merchant_id, idempotency_key, amount, currency, customer_id, description)
+        same = _details(existing) == (
+            merchant_id,
+            idempotency_key,
+            amount,
+            currency,
+            customer_id,
+            description,
+            metadata,
+        )
         if not same:
             raise DuplicatePaymentError(merchant_id, idempotency_key, payment_id)
         return CreateResult(existing, replayed=True)

@@ -28,3 +28,24 @@ def optional_text(field: str, value: object, *, max_length: int) -> str | None:
     if len(value) > max_length:
         raise ValidationError(field, f"must be at most {max_length} characters, got {len(value)}")
     return value
+
+
+MAX_METADATA_KEYS = 20
+MAX_METADATA_KEY_LENGTH = 40
+MAX_METADATA_VALUE_LENGTH = 500
+
+
+def metadata(field: str, value: object) -> dict[str, str] | None:
+    """Merchant metadata: at most 20 pairs of a printable key (1-40 characters) and a string value (<= 500)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValidationError(field, f"must be an object of string values, got {type(value).__name__}")
+    if len(value) > MAX_METADATA_KEYS:
+        raise ValidationError(field, f"must have at most {MAX_METADATA_KEYS} keys, got {len(value)}")
+    for key, item in value.items():
+        identifier(f"{field}.<key>", key, max_length=MAX_METADATA_KEY_LENGTH)
+        optional_text(f"{field}.{key}", item, max_length=MAX_METADATA_VALUE_LENGTH)
+        if item is None:
+            raise ValidationError(f"{field}.{key}", "must be a string, got NoneType")
+    return dict(value)

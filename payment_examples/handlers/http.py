@@ -1,0 +1,90 @@
+"""What the API handlers share: event parsing (REST v1 and HTTP API v2, via Powertools event data classes),
+JSON and RFC 9457 ``application/problem+json`` responses, and the payment's JSON shape."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent, APIGatewayProxyEventV2
+
+from payment_examples.errors import PaymentExamplesError, ValidationError
+from payment_examples.logs import logger
+
+ApiEvent = APIGatewayProxyEvent | APIGatewayProxyEventV2
+PROBLEM_TYPE_BASE = "https://payment-examples.dev/problems/"
+
+
+def parse_event(event: dict) -> ApiEvent:
+    """The Powertools data class for an API Gateway REST (v1 proxy) or HTTP API (v2) event."""
+    if not isinstance(event, dict):
+        raise ValidationError("event", "not an API Gateway proxy event")
+    return APIGatewayProxyEventV2(event) if event.get("version") == "2.0" else APIGatewayProxyEvent(event)
+
+
+def header(event: ApiEvent, name: str) -> str | None:
+    return event.get_header_value(name, case_sensitive=False)
+
+
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> dict:
+    return {
+        "statusCode": status,
+        "headers": {"Content-Type": "application/json", **(headers or {})},
+        "body": json.dumps(body, separators=(",", ":"), sort_keys=True),
+    }
+
+
+def problem_response(
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    slug: str,
+    extra: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> dict:
+    """An RFC 9457 problem details response."""
+    body = {"type": PROBLEM_TYPE_BASE + slug, "title": title, "status": status, "detail": detail, **(extra or {})}
+    return {
+        "statusCode": status,
+        "headers": {"Content-Type": "application/problem+json", **(headers or {})},
+        "body": json.dumps(body, separators=(",", ":"), sort_keys=True),
+    }
+
+
+def error_response(error: Exception) -> dict:
+    """Map an exception to a problem response. Unexpected errors become a 500 that reveals no internals."""
+    if isinstance(error, ValidationError):
+        return problem_response(
+            400, error.title, str(error), slug="invalid-request",
+            extra={"invalid_params": [{"name": error.field, "reason": error.message}]},
+        )  # fmt: skip
+    if isinstance(error, PaymentExamplesError) and error.http_status < 500:
+        slug = type(error).__name__.removesuffix("Error").lower() or "error"
+        return problem_response(error.http_status, error.title, str(error), slug=slug)
+    logger.exception("unhandled error")
+    return problem_response(500, "Internal error", "the request could not be processed", slug="internal")
+
+
+def iso_utc(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def payment_json(payment: Any) -> dict[str, Any]:
+    """The public JSON of a payment: amounts as integers of minor units, times as ISO 8601 UTC."""
+    return {
+        "id": payment.id,
+        "merchant_id": payment.merchant_id,
+        "amount": int(payment.amount),
+        "currency": payment.currency,
+        "status": payment.status,
+        "captured_amount": int(payment.captured_amount),
+        "refunded_amount": int(payment.refunded_amount),
+        "customer_id": payment.customer_id,
+        "description": payment.description,
+        "metadata": payment.metadata.as_dict() if payment.metadata is not None else {},
+        "created_at": iso_utc(payment.created_at),
+        "updated_at": iso_utc(payment.updated_at),
+        "version": int(payment.version),
+    }
