@@ -88,6 +88,43 @@ class AuthenticationError(PaymentExamplesError):
     title = "Unauthorized"
 
 
+class IdempotencyError(PaymentExamplesError):
+    """Base of the idempotency middleware's errors."""
+
+
+class IdempotencyKeyError(ValidationError):
+    """The idempotency key is empty, too long or not printable."""
+
+
+class IdempotencyInProgressError(IdempotencyError, ConflictError):
+    """Another request with this key is being processed right now; retry after ``retry_after`` seconds."""
+
+    title = "Request in progress"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"a request with this idempotency key is in progress; retry in {retry_after} s")
+        self.retry_after = retry_after
+
+
+class IdempotencyKeyReuseError(IdempotencyError):
+    """The key was already used with a different payload."""
+
+    http_status = 422
+    title = "Idempotency key reused"
+
+    def __init__(self) -> None:
+        super().__init__("this idempotency key was already used with a different request payload")
+
+
+class IdempotencyResultError(IdempotencyError):
+    """The operation ran but its result cannot be stored for replay (not serialisable, or too large).
+
+    The key is then marked as completed with this error, so a retry reports it instead of silently running the
+    side effect again."""
+
+    title = "Result cannot be stored"
+
+
 class EngineError(PaymentExamplesError):
     """The embedded engine (local moto server process) could not start or answer."""
 

@@ -210,7 +210,8 @@ class IdempotencyRecord(Model):
     class Meta(_UnboundMeta):
         base_name = "idempotency"
 
-    key = UnicodeAttribute(hash_key=True)
+    key = UnicodeAttribute(hash_key=True)  # sha256 of (scope, client key): fixed length, tenants never collide
+    scope = UnicodeAttribute(null=True)  # e.g. the merchant id
     status = UnicodeAttribute()
     payload_hash = UnicodeAttribute(null=True)
     claim_token = UnicodeAttribute(null=True)
