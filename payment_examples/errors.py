@@ -28,6 +28,11 @@ class ValidationError(PaymentExamplesError, ValueError):
         self.message = message
 
 
+class MethodNotAllowedError(PaymentExamplesError):
+    http_status = 405
+    title = "Method not allowed"
+
+
 class NotFoundError(PaymentExamplesError, LookupError):
     http_status = 404
     title = "Not found"

@@ -4,6 +4,7 @@ JSON and RFC 9457 ``application/problem+json`` responses, and the payment's JSON
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,7 +25,7 @@ def parse_event(event: dict) -> ApiEvent:
 
 
 def header(event: ApiEvent, name: str) -> str | None:
-    return event.get_header_value(name, case_sensitive=False)
+    return event.headers.get(name)  # Powertools' headers mapping is case-insensitive
 
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> dict:
@@ -61,8 +62,12 @@ def error_response(error: Exception) -> dict:
             extra={"invalid_params": [{"name": error.field, "reason": error.message}]},
         )  # fmt: skip
     if isinstance(error, PaymentExamplesError) and error.http_status < 500:
-        slug = type(error).__name__.removesuffix("Error").lower() or "error"
-        return problem_response(error.http_status, error.title, str(error), slug=slug)
+        slug = re.sub(r"(?<!^)(?=[A-Z])", "-", type(error).__name__.removesuffix("Error")).lower()
+        retry_after = getattr(error, "retry_after", None)
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+        if error.http_status == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="payments"'  # RFC 6750
+        return problem_response(error.http_status, error.title, str(error), slug=slug, headers=headers)
     logger.exception("unhandled error")
     return problem_response(500, "Internal error", "the request could not be processed", slug="internal")
 

@@ -1,0 +1,152 @@
+"""``POST /payments``: create a payment exactly once per ``Idempotency-Key`` (the brief's ProcessPaymentHandler).
+
+A thin adapter: authenticate the merchant, validate the request, run ``PaymentService.create_payment`` inside the
+idempotency middleware, and map the outcome or the error to an HTTP response. Works for API Gateway REST (v1
+proxy) and HTTP API (v2) events. Clients are built on the first invocation and reused by the container.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import lru_cache
+from typing import Any
+
+from payment_examples.auth import merchant_identity
+from payment_examples.config import Settings, get_settings
+from payment_examples.errors import MethodNotAllowedError, ValidationError
+from payment_examples.handlers.http import error_response, header, json_response, parse_event, payment_json
+from payment_examples.logs import logger
+from payment_examples.models import get_models
+from payment_examples.money import currency_exponent, validate_amount
+from payment_examples.payments import MAX_DESCRIPTION_LENGTH, PaymentService
+from payment_examples.utils.idempotency import IdempotencyMiddleware
+from payment_examples.validation import identifier, metadata, optional_text
+
+MAX_BODY_BYTES = 16 * 1024
+FIELDS = frozenset({"amount", "currency", "customer_id", "description", "metadata"})
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+@dataclass(frozen=True)
+class PaymentRequest:
+    amount: int
+    currency: str
+    customer_id: str | None = None
+    description: str | None = None
+    metadata: dict[str, str] | None = None
+
+    @classmethod
+    def from_body(cls, body: Any) -> PaymentRequest:
+        """Validate the JSON body; every error names the offending field."""
+        if not isinstance(body, dict):
+            raise ValidationError("body", "must be a JSON object")
+        unknown = sorted(set(body) - FIELDS)
+        if unknown:
+            raise ValidationError(unknown[0], f"is not a known field (allowed: {', '.join(sorted(FIELDS))})")
+        if "amount" not in body:
+            raise ValidationError("amount", "is required")
+        if "currency" not in body:
+            raise ValidationError("currency", "is required")
+        amount = validate_amount(body["amount"])
+        currency_exponent(body["currency"])
+        customer_id = body.get("customer_id")
+        if customer_id is not None:
+            identifier("customer_id", customer_id)
+        return cls(
+            amount=amount,
+            currency=body["currency"],
+            customer_id=customer_id,
+            description=optional_text("description", body.get("description"), max_length=MAX_DESCRIPTION_LENGTH),
+            metadata=metadata("metadata", body.get("metadata")),
+        )
+
+
+@lru_cache(maxsize=8)
+def _default_dependencies(settings: Settings) -> tuple[PaymentService, IdempotencyMiddleware]:
+    """Built on first use, once per container (and per settings, so ``local_aws()`` can redirect it)."""
+    return PaymentService(models=get_models(settings)), IdempotencyMiddleware(settings=settings)
+
+
+def make_handler(
+    service: PaymentService | None = None, middleware: IdempotencyMiddleware | None = None
+) -> Callable[[dict, Any], dict]:
+    """A handler bound to the given service and middleware (tests and notebooks inject clocks and ids this way);
+    whatever is not given is built lazily from the settings in force."""
+
+    def handler(event: dict, context: Any) -> dict:
+        try:
+            settings = get_settings()
+            bound_service, bound_middleware = service, middleware
+            if bound_service is None or bound_middleware is None:
+                default_service, default_middleware = _default_dependencies(settings)
+                bound_service, bound_middleware = service or default_service, middleware or default_middleware
+            return _handle(event, context, settings, bound_service, bound_middleware)
+        except Exception as error:  # every failure becomes a problem+json response; 5xx reveal no internals
+            return error_response(error)
+
+    return handler
+
+
+handler = make_handler()  # the Lambda entry point: payment_examples.handlers.process.handler
+
+
+def _handle(
+    event: dict, context: Any, settings: Settings, service: PaymentService, middleware: IdempotencyMiddleware
+) -> dict:
+    api = parse_event(event)
+    if api.http_method != "POST":
+        raise MethodNotAllowedError(f"{api.http_method} is not supported here; use POST")
+    merchant_id = merchant_identity(event, header(api, "Authorization"), settings).merchant_id
+    key = header(api, IDEMPOTENCY_HEADER)
+    if key is None:
+        raise ValidationError(IDEMPOTENCY_HEADER, "header is required")
+    identifier(IDEMPOTENCY_HEADER, key)
+    body = _json_body(api.decoded_body if api.is_base64_encoded else api.body)
+    request = PaymentRequest.from_body(body)
+
+    def create() -> dict:
+        result = service.create_payment(
+            merchant_id,
+            key,
+            request.amount,
+            request.currency,
+            customer_id=request.customer_id,
+            description=request.description,
+            metadata=request.metadata,
+        )
+        return {"status": 201, "body": payment_json(result.payment)}
+
+    outcome = middleware.process_outcome(key, create, payload=body, scope=merchant_id, lease=_lease(context))
+    response = outcome.value
+    headers = {"Location": f"/payments/{response['body']['id']}"}
+    if outcome.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    logger.info("payment request", merchant_id=merchant_id, payment_id=response["body"]["id"],
+                replayed=outcome.replayed)  # fmt: skip
+    return json_response(response["status"], response["body"], headers)
+
+
+def _json_body(raw: str | None) -> Any:
+    if not raw:
+        raise ValidationError("body", "a JSON object is required")
+    if len(raw.encode()) > MAX_BODY_BYTES:
+        raise ValidationError("body", f"must be at most {MAX_BODY_BYTES} bytes")
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except (json.JSONDecodeError, ValueError) as error:
+        raise ValidationError("body", f"is not valid JSON: {error}") from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _lease(context: Any) -> timedelta | None:
+    """The in-progress lease: the time this invocation may still run (None outside Lambda: the default)."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return None
+    return timedelta(milliseconds=max(1000, int(remaining())))
