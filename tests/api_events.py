@@ -9,7 +9,7 @@ from typing import Any
 
 import jwt
 
-HS_SECRET = "test-secret-that-is-at-least-32-bytes-long"
+HS_SECRET = "test-secret-long-enough-for-every-hmac-algorithm-0123456789"
 
 
 def token(secret: str = HS_SECRET, algorithm: str = "HS256", **claims: Any) -> str:

@@ -284,3 +284,36 @@ def test_import_creates_no_clients() -> None:
         "assert aws._client.cache_info().currsize == 0 and m.bind_models.cache_info().currsize == 0\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_dependencies_are_built_once_and_reused_across_invocations(settings: Settings) -> None:
+    process._default_dependencies.cache_clear()
+    for key in ("warm-1", "warm-2", "warm-3"):
+        assert process.handler(
+            api_event("2.0", "POST", "/payments", body=BODY,
+                      headers={"Authorization": f"Bearer {token()}", "Idempotency-Key": key}), None
+        )["statusCode"] == 201  # fmt: skip
+    info = process._default_dependencies.cache_info()
+    assert (info.misses, info.hits) == (1, 2)
+
+
+def test_tokens_and_card_numbers_never_reach_the_logs(settings: Settings, monkeypatch) -> None:
+    import io
+    import logging
+
+    stream = io.StringIO()
+    log_handler = logging.StreamHandler(stream)
+    package_logger = logging.getLogger("payment_examples")
+    package_logger.addHandler(log_handler)
+    monkeypatch.setattr(package_logger, "level", logging.DEBUG)
+    secret_token = token()
+    try:
+        post(auth=f"Bearer {secret_token}", key="log-1")
+        post(auth=f"Bearer {secret_token}", key="log-2", body={**BODY, "card_number": "4111111111111111"})
+        monkeypatch.setattr(PaymentService, "create_payment", lambda *a, **k: 1 / 0)
+        post(auth=f"Bearer {secret_token}", key="log-3")  # a 500 logs the exception
+    finally:
+        package_logger.removeHandler(log_handler)
+    logged = stream.getvalue()
+    assert "payment request" in logged and "unhandled error" in logged  # the logs were captured
+    assert secret_token not in logged and "4111111111111111" not in logged and HS_SECRET not in logged
