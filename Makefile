@@ -10,11 +10,13 @@ PIP_FLAGS := --quiet --disable-pip-version-check
 setup: $(STAMP)
 
 # Re-installs only when pyproject.toml changes (a no-op in well under a second otherwise).
-$(STAMP): pyproject.toml
+# dynalite (the second local engine) comes from tools/dynalite with the node that pip installed.
+$(STAMP): pyproject.toml tools/dynalite/package.json tools/dynalite/package-lock.json
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install $(PIP_FLAGS) --upgrade pip
 	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[dev]'
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/npm ci --prefix tools/dynalite --no-audit --no-fund --loglevel=error
 	touch $(STAMP)
 
 lint: setup
@@ -38,7 +40,7 @@ local: setup
 	$(BIN)/payment-examples local
 
 clean:
-	rm -rf $(VENV) reports build .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) reports build .pytest_cache .ruff_cache .hypothesis tools/dynalite/node_modules
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 # For authors: format and re-execute the committed notebooks in place (not papermill: sources keep their own

@@ -28,6 +28,7 @@ Mode = Literal["embedded", "endpoint", "aws"]
 
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.-]{0,64}$")
 _TRUE = {"1", "true", "yes", "on"}
+ENGINES = ("moto", "dynalite")
 _FALSE = {"", "0", "false", "no", "off"}
 
 
@@ -39,6 +40,7 @@ class Settings:
     table_prefix: str = "payment-examples-"
     endpoint_url: str | None = None
     use_aws: bool = False
+    engine: str = "moto"  # the embedded engine: "moto" (default) or "dynalite" (DynamoDB only)
     # Explicit credentials (the embedded engine uses dummy ones); None means boto3's standard chain.
     aws_access_key_id: str | None = None
     aws_secret_access_key: str | None = field(default=None, repr=False)
@@ -66,6 +68,8 @@ class Settings:
             raise ConfigurationError("PAYMENT_JWT_SECRET must be at least 32 bytes (RFC 7518 3.2: HS256 key size)")
         if self.cursor_secret is not None and len(self.cursor_secret.encode()) < 32:
             raise ConfigurationError("PAYMENT_CURSOR_SECRET must be at least 32 bytes")
+        if self.engine not in ENGINES:
+            raise ConfigurationError(f"PAYMENT_ENGINE {self.engine!r} must be one of {', '.join(ENGINES)}")
         if self.use_aws and self.endpoint_url:
             raise ConfigurationError("PAYMENT_USE_AWS=1 and an endpoint URL are both set; choose one")
 
@@ -97,6 +101,7 @@ class Settings:
             table_prefix=env.get("PAYMENT_TABLE_PREFIX", "payment-examples-"),
             endpoint_url=env.get("AWS_ENDPOINT_URL_DYNAMODB") or env.get("AWS_ENDPOINT_URL") or None,
             use_aws=use_aws_raw in _TRUE,
+            engine=env.get("PAYMENT_ENGINE") or "moto",
             jwt_secret=env.get("PAYMENT_JWT_SECRET") or None,
             jwt_public_key=env.get("PAYMENT_JWT_PUBLIC_KEY") or None,
             jwt_audience=env.get("PAYMENT_JWT_AUDIENCE") or None,

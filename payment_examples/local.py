@@ -6,6 +6,10 @@ ordering does. ``local_aws()`` starts it on 127.0.0.1 (a free port chosen by the
 points the package's clients and models at it, creates the tables, and always stops it: on exit from the block,
 on an error or Ctrl-C in the block, at interpreter exit, and (the child watches its stdin) if the parent dies.
 
+``PAYMENT_ENGINE=dynalite`` (or ``Settings(engine="dynalite")``) runs dynalite instead (DynamoDB only, from
+``tools/dynalite``, installed by ``make setup``): its query costs scale like DynamoDB's, so benchmarks judge
+query speed on it, and it lacks ``ReturnValuesOnConditionCheckFailure``, which exercises fallbacks for real.
+
 With a real endpoint or real AWS configured, ``local_aws()`` starts nothing and only ensures the tables exist.
 """
 
@@ -14,12 +18,14 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import weakref
+from pathlib import Path
 from types import TracebackType
 
 from payment_examples.config import Settings, get_settings, pop_settings, push_settings
@@ -57,7 +63,7 @@ def _exit_on_stdin_eof() -> None:
 
 # -- the parent side ---------------------------------------------------------------------------------------------
 
-_running: weakref.WeakSet[LocalServer] = weakref.WeakSet()
+_running: weakref.WeakSet[ServerProcess] = weakref.WeakSet()
 
 
 @atexit.register
@@ -66,8 +72,10 @@ def _stop_all() -> None:
         server.stop()
 
 
-class LocalServer:
-    """One moto server child process. ``start()`` returns its endpoint URL; ``stop()`` is idempotent."""
+class ServerProcess:
+    """One engine child process. ``start()`` returns its endpoint URL; ``stop()`` is idempotent."""
+
+    name = "engine"
 
     def __init__(self, *, host: str = HOST, startup_timeout: float = 60.0) -> None:
         self.host = host
@@ -76,13 +84,17 @@ class LocalServer:
         self.endpoint_url: str | None = None
         self._stderr = None
 
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
     def start(self) -> str:
         if self.process is not None:
-            raise EngineError("this LocalServer was already started")
+            raise EngineError(f"this {self.name} server was already started")
+        command = self.command()
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop())
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "payment_examples.local", "--serve", "--host", self.host, "--port", "0"],
-            stdin=subprocess.PIPE,
+            command,
+            stdin=subprocess.PIPE,  # the child exits when this pipe closes, i.e. when we are gone
             stdout=subprocess.PIPE,
             stderr=self._stderr,
             start_new_session=True,  # a terminal's Ctrl-C reaches the parent, which then stops us cleanly
@@ -105,7 +117,7 @@ class LocalServer:
         reader.join(self.startup_timeout)
         line = result[0].decode(errors="replace").strip() if result else ""
         if not line.startswith(_READY_PREFIX):
-            raise EngineError(f"the local moto server did not start: {line or 'no answer'}\n{self._stderr_tail()}")
+            raise EngineError(f"the {self.name} server did not start: {line or 'no answer'}\n{self._stderr_tail()}")
         return int(line.removeprefix(_READY_PREFIX))
 
     def _wait_until_answering(self) -> None:
@@ -155,13 +167,42 @@ class LocalServer:
             self._stderr = None
 
 
+class MotoServer(ServerProcess):
+    """moto's server (every AWS service moto has), single-threaded: one request at a time."""
+
+    name = "moto"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "payment_examples.local", "--serve", "--host", self.host, "--port", "0"]
+
+
+DYNALITE_DIR = Path(__file__).resolve().parent.parent / "tools" / "dynalite"
+
+
+class DynaliteServer(ServerProcess):
+    """dynalite (DynamoDB only, in memory), from ``tools/dynalite`` with the node that ``make setup`` installs."""
+
+    name = "dynalite"
+
+    def command(self) -> list[str]:
+        node = Path(sys.executable).with_name("node")
+        node_path = str(node) if node.exists() else shutil.which("node")
+        script = DYNALITE_DIR / "serve.js"
+        if node_path is None or not (DYNALITE_DIR / "node_modules" / "dynalite").is_dir():
+            raise EngineError(f"dynalite is not installed: run `make setup` (needs node and {DYNALITE_DIR})")
+        return [node_path, str(script)]
+
+
+ENGINES: dict[str, type[ServerProcess]] = {"moto": MotoServer, "dynalite": DynaliteServer}
+
+
 class LocalAWS:
     """``with local_aws() as endpoint:``; notebooks may call ``start()`` and ``stop()`` across cells instead."""
 
     def __init__(self, settings: Settings | None = None, *, create_tables: bool = True) -> None:
         self._base = settings
         self._create_tables = create_tables
-        self.server: LocalServer | None = None
+        self.server: ServerProcess | None = None
         self.settings: Settings | None = None
 
     @property
@@ -175,7 +216,7 @@ class LocalAWS:
             raise EngineError("local_aws() is already started")
         base = self._base or get_settings()
         if base.mode == "embedded":
-            self.server = LocalServer()
+            self.server = ENGINES[base.engine]()
             endpoint = self.server.start()
             settings = base.with_endpoint(
                 endpoint, access_key_id=LOCAL_ACCESS_KEY_ID, secret_access_key=LOCAL_SECRET_ACCESS_KEY

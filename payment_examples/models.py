@@ -32,11 +32,13 @@ from pynamodb.attributes import (
     UTCDateTimeAttribute,
     VersionAttribute,
 )
+from pynamodb.exceptions import TableError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
 from payment_examples.clock import name_based_id
-from payment_examples.config import Settings
+from payment_examples.config import Settings, get_settings
+from payment_examples.logs import logger
 
 # ---------------------------------------------------------------------------------------------------------------
 # Derived keys
@@ -278,8 +280,6 @@ def bind_models(settings: Settings) -> BoundModels:
 
 
 def get_models(settings: Settings | None = None) -> BoundModels:
-    from payment_examples.config import get_settings
-
     return bind_models(settings or get_settings())
 
 
@@ -287,6 +287,14 @@ def create_tables(settings: Settings | None = None) -> list[str]:
     """Create every table (with its indexes and TTL setting) that does not exist yet. Returns the table names."""
     models = get_models(settings)
     for model in models.all():
-        if not model.exists():
+        if model.exists():
+            continue
+        try:
             model.create_table(wait=True)
+        except TableError as error:
+            # An engine without UpdateTimeToLive (dynalite) still gets its tables; records then expire only
+            # logically (readers treat them as absent). Any other TTL failure (e.g. permissions) is raised.
+            if "UpdateTimeToLive" not in str(error) or "UnknownOperationException" not in str(error):
+                raise
+            logger.warning("this engine cannot enable TTL", table=model.Meta.table_name)
     return [model.Meta.table_name for model in models.all()]

@@ -15,7 +15,7 @@ import pytest
 from moto import mock_aws
 
 from payment_examples.clock import SteppingClock
-from payment_examples.config import Settings, use_settings
+from payment_examples.config import Settings, get_settings, use_settings
 from payment_examples.local import local_aws
 from payment_examples.models import BoundModels, bind_models, create_tables
 from payment_examples.payments import PaymentService
@@ -56,12 +56,11 @@ def service(models: BoundModels, clock: SteppingClock) -> PaymentService:
     return PaymentService(models=models, clock=clock)
 
 
-@pytest.fixture(scope="session")
-def engine_session() -> Iterator[Settings]:
-    """One local moto server process for the whole session (starting one takes about a second)."""
-    with local_aws(Settings(), create_tables=False) as _endpoint:
-        from payment_examples.config import get_settings
-
+@pytest.fixture(scope="session", params=["moto", "dynalite"])
+def engine_session(request: pytest.FixtureRequest) -> Iterator[Settings]:
+    """One server process per engine for the whole session: every concurrency test runs on the local moto
+    server (the project's embedded engine) and again on dynalite (a second, independent implementation)."""
+    with local_aws(Settings(engine=request.param), create_tables=False) as _endpoint:
         yield get_settings()
 
 
@@ -69,6 +68,7 @@ def engine_session() -> Iterator[Settings]:
 def engine(engine_session: Settings) -> Iterator[Settings]:
     """The local server with a fresh set of tables (a new prefix per test, so tests never share data)."""
     settings = Settings(
+        engine=engine_session.engine,
         table_prefix=f"t{next(_prefixes)}-",
         endpoint_url=engine_session.endpoint_url,
         aws_access_key_id=engine_session.aws_access_key_id,

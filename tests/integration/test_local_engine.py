@@ -12,7 +12,7 @@ import pytest
 
 from payment_examples.aws import dynamodb
 from payment_examples.config import Settings, get_settings
-from payment_examples.local import LocalServer, local_aws
+from payment_examples.local import MotoServer, local_aws
 
 
 def _gone(pid: int, timeout: float = 10.0) -> bool:
@@ -29,8 +29,9 @@ def _gone(pid: int, timeout: float = 10.0) -> bool:
     return False
 
 
-def test_local_aws_serves_tables_and_stops_its_process() -> None:
-    engine = local_aws(Settings(table_prefix="engine-"))
+@pytest.mark.parametrize("kind", ["moto", "dynalite"])
+def test_local_aws_serves_tables_and_stops_its_process(kind: str) -> None:
+    engine = local_aws(Settings(table_prefix="engine-", engine=kind))
     with engine as endpoint:
         assert endpoint is not None and endpoint.startswith("http://127.0.0.1:")
         assert get_settings().endpoint_url == endpoint  # the package now points at it
@@ -51,10 +52,11 @@ def test_process_is_stopped_when_the_body_raises(error: BaseException) -> None:
     assert process.poll() is not None
 
 
-def test_child_exits_when_its_parent_is_killed() -> None:
+@pytest.mark.parametrize("server_class", ["MotoServer", "DynaliteServer"])
+def test_child_exits_when_its_parent_is_killed(server_class: str) -> None:
     script = (
-        "from payment_examples.local import LocalServer\n"
-        "server = LocalServer(); server.start()\n"
+        f"from payment_examples.local import {server_class}\n"
+        f"server = {server_class}(); server.start()\n"
         "print(server.process.pid, flush=True)\n"
         "import time; time.sleep(600)\n"
     )
@@ -80,7 +82,7 @@ def test_child_exits_when_its_parent_exits_without_stopping_it() -> None:
 
 
 def test_stop_is_idempotent_and_restart_is_refused() -> None:
-    server = LocalServer()
+    server = MotoServer()
     server.start()
     pid = server.process.pid
     server.stop()

@@ -190,3 +190,10 @@ def test_name_based_id_is_deterministic() -> None:
 def test_name_based_id_rejects_the_separator(parts: tuple[str, ...]) -> None:
     with pytest.raises(ValueError):
         name_based_id(*parts)
+
+
+def test_engine_is_chosen_by_environment_and_validated() -> None:
+    assert Settings.from_env({}).engine == "moto"
+    assert Settings.from_env({"PAYMENT_ENGINE": "dynalite"}).engine == "dynalite"
+    with pytest.raises(ConfigurationError, match="PAYMENT_ENGINE"):
+        Settings.from_env({"PAYMENT_ENGINE": "dynamodb-local"})
