@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PIP_FLAGS := --quiet --disable-pip-version-check
 
-.PHONY: setup test lint reports lab local clean notebooks
+.PHONY: setup test lint reports lab local clean notebooks bench
 
 setup: $(STAMP)
 
@@ -31,6 +31,10 @@ test: setup lint
 # The main job: run every notebook on the embedded engine into reports/ (executed .ipynb and .html).
 reports: setup
 	$(BIN)/payment-examples reports --params notebooks/params/report.yaml --output reports
+
+# Performance against the brief's targets on moto and dynalite, next to raw boto3 (writes tests/benchmarks/).
+bench: setup
+	$(BIN)/python -m tests.benchmarks.run
 
 lab: setup
 	$(BIN)/jupyter lab notebooks
