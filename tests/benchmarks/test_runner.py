@@ -9,7 +9,7 @@ from tests.benchmarks import run
 
 
 def test_runner_measures_every_case_on_both_engines_and_writes_the_report(tmp_path: Path) -> None:
-    assert run.main(["--samples", "3", "--output", str(tmp_path)]) == 0
+    assert run.main(["--samples", "3", "--payments", "70", "--output", str(tmp_path)]) == 0
 
     report = json.loads((tmp_path / "results.json").read_text())
     cases = {(r["engine"], r["case"]) for r in report["results"]}
