@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# DynamoDB's error code for a failed condition expression (what every conditional write here may answer).
+CONDITIONAL_CHECK_FAILED = "ConditionalCheckFailedException"
+
 
 class PaymentExamplesError(Exception):
     """Base of every error this package raises on purpose."""

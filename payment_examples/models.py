@@ -54,8 +54,14 @@ def transaction_id_for(payment_id: str, payment_version: int) -> str:
     return name_based_id("transaction", payment_id, str(payment_version))
 
 
+def sortable_time(instant: datetime) -> str:
+    """Fixed-width UTC with microseconds (``2026-01-01T09:00:00.000000Z``): sorts as the instants do."""
+    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def created_key(created_at: datetime, item_id: str) -> str:
-    return f"{created_at.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#{item_id}"
+    """The merchant indexes' sort key: creation time, then the id (unique, so pages have a total order)."""
+    return f"{sortable_time(created_at)}#{item_id}"
 
 
 def merchant_status_key(merchant_id: str, status: str) -> str:

@@ -44,14 +44,14 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from payment_examples import aws
 from payment_examples.config import Settings, get_settings
 from payment_examples.errors import ConfigurationError, ValidationError
-from payment_examples.models import Payment, get_models, merchant_status_key
+from payment_examples.models import Payment, get_models, merchant_status_key, sortable_time
 from payment_examples.money import MAX_AMOUNT, currency_exponent
 from payment_examples.state_machine import PaymentStatus
 from payment_examples.validation import identifier
@@ -240,8 +240,8 @@ class QueryPlan:
 
 
 def time_bound(value: datetime) -> str:
-    """The ``created_key`` prefix of an instant: fixed-width UTC with microseconds (the format of ``created_key``)."""
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    """The ``created_key`` prefix of an instant (the same format, so bounds compare exactly with the keys)."""
+    return sortable_time(value)
 
 
 def plan_query(

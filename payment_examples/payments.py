@@ -13,7 +13,12 @@ from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 
 from payment_examples.clock import Clock, SystemClock
 from payment_examples.config import Settings
-from payment_examples.errors import DuplicatePaymentError, PaymentNotFoundError, VersionConflictError
+from payment_examples.errors import (
+    CONDITIONAL_CHECK_FAILED,
+    DuplicatePaymentError,
+    PaymentNotFoundError,
+    VersionConflictError,
+)
 from payment_examples.logs import logger
 from payment_examples.models import (
     AuditEntry,
@@ -32,7 +37,6 @@ from payment_examples.state_machine import Balances, Operation, PaymentStatus, p
 from payment_examples.validation import identifier, optional_text
 from payment_examples.validation import metadata as validate_metadata
 
-CONDITIONAL_CHECK_FAILED = "ConditionalCheckFailedException"
 MAX_DESCRIPTION_LENGTH = 500
 
 

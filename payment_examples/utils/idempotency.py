@@ -32,6 +32,7 @@ from payment_examples import aws
 from payment_examples.clock import Clock, IdFactory, RandomIds, SystemClock
 from payment_examples.config import Settings
 from payment_examples.errors import (
+    CONDITIONAL_CHECK_FAILED,
     IdempotencyInProgressError,
     IdempotencyKeyError,
     IdempotencyKeyReuseError,
@@ -53,7 +54,6 @@ DEFAULT_LEASE = timedelta(seconds=60)
 MAX_ITEM_BYTES = 400 * 1024  # DynamoDB's item size limit
 ITEM_OVERHEAD_BYTES = 1024  # generous room for the record's other attributes
 MAX_RESULT_BYTES = MAX_ITEM_BYTES - ITEM_OVERHEAD_BYTES
-_CONDITIONAL_FAILED = "ConditionalCheckFailedException"
 
 # outcome kinds stored with a completed record
 _VALUE, _FINAL_ERROR, _UNSTORABLE = "value", "final_error", "unstorable"
@@ -270,7 +270,7 @@ class IdempotencyMiddleware:
                 )
                 return token, expires_at
             except ClientError as error:
-                if error.response.get("Error", {}).get("Code") != _CONDITIONAL_FAILED:
+                if not _condition_failed(error):
                     raise
                 old = error.response.get("Item") or self._read(record_key)
             if old is None:
@@ -314,7 +314,7 @@ class IdempotencyMiddleware:
                 },
             )
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") != _CONDITIONAL_FAILED:
+            if not _condition_failed(error):
                 raise
             # Our lease ran out and another worker owns the key now: leave its record alone.
             logger.warning("idempotency lease lost before completion; the new owner's record is kept")
@@ -331,7 +331,7 @@ class IdempotencyMiddleware:
                 ExpressionAttributeValues={":token": {"S": token}, ":in_progress": {"S": IN_PROGRESS}},
             )
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") != _CONDITIONAL_FAILED:
+            if not _condition_failed(error):
                 raise
             logger.warning("idempotency lease lost before release; the new owner's record is kept")
 
@@ -377,6 +377,10 @@ class IdempotencyMiddleware:
             self._cache.move_to_end(record_key)
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
+
+
+def _condition_failed(error: ClientError) -> bool:
+    return error.response.get("Error", {}).get("Code") == CONDITIONAL_CHECK_FAILED
 
 
 def _ms(seconds: float) -> int:
