@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PIP_FLAGS := --quiet --disable-pip-version-check
 
-.PHONY: setup test lint reports lab local clean notebooks bench
+.PHONY: setup test lint reports lab local clean notebooks bench lambda
 
 setup: $(STAMP)
 
@@ -35,6 +35,15 @@ reports: setup
 # Performance against the brief's targets on moto and dynalite, next to raw boto3 (writes tests/benchmarks/).
 bench: setup
 	$(BIN)/python -m tests.benchmarks.run
+
+# The Lambda code artifact for template.yaml (CodeUri: build/lambda): the package and its runtime dependencies
+# only, as binary wheels for the functions' platform (arm64, Python 3.11). Then: sam deploy --guided.
+LAMBDA_PLATFORM ?= manylinux2014_aarch64
+lambda: setup
+	rm -rf build/lambda build/wheels
+	$(BIN)/pip wheel $(PIP_FLAGS) --no-deps . -w build/wheels
+	$(BIN)/pip install $(PIP_FLAGS) --target build/lambda --platform $(LAMBDA_PLATFORM) --implementation cp \
+		--python-version 3.11 --only-binary=:all: build/wheels/payment_examples-*.whl
 
 lab: setup
 	$(BIN)/jupyter lab notebooks
