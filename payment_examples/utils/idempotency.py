@@ -51,9 +51,7 @@ COMPLETED = "COMPLETED"
 DEFAULT_SCOPE = "global"
 DEFAULT_LIFETIME = timedelta(hours=24)
 DEFAULT_LEASE = timedelta(seconds=60)
-MAX_ITEM_BYTES = 400 * 1024  # DynamoDB's item size limit
-ITEM_OVERHEAD_BYTES = 1024  # generous room for the record's other attributes
-MAX_RESULT_BYTES = MAX_ITEM_BYTES - ITEM_OVERHEAD_BYTES
+MAX_ITEM_BYTES = 400 * 1024  # DynamoDB's item size limit (attribute names and values, UTF-8)
 
 # outcome kinds stored with a completed record
 _VALUE, _FINAL_ERROR, _UNSTORABLE = "value", "final_error", "unstorable"
@@ -207,13 +205,18 @@ class IdempotencyMiddleware:
             raise
         try:
             text = codec.encode(value)
-            if len(text.encode()) > MAX_RESULT_BYTES:
-                raise TypeError(f"the result is {len(text.encode())} bytes; at most {MAX_RESULT_BYTES} can be stored")
-        except TypeError as error:
+            size = _completed_item_bytes(record_key, scope, digest, text)
+            if size > MAX_ITEM_BYTES:
+                raise TypeError(f"the record would be {size} bytes; DynamoDB stores at most {MAX_ITEM_BYTES}")
+            stored = self._complete(record_key, token, _VALUE, text)
+        except (TypeError, ClientError) as error:
+            if isinstance(error, ClientError) and error.response.get("Error", {}).get("Code") != "ValidationException":
+                raise
+            # Recorded as completed-with-this-error: a retry reports it instead of running the side effect again.
             reason = f"the operation ran, but its result cannot be stored for replay: {error}"
             self._complete(record_key, token, _UNSTORABLE, codec.encode(reason))
             raise IdempotencyResultError(reason) from None
-        if self._complete(record_key, token, _VALUE, text):
+        if stored:
             self._remember(record_key, _Record(COMPLETED, digest, expires_at, None, _VALUE, text))
         return Outcome(value, replayed=False)
 
@@ -235,7 +238,9 @@ class IdempotencyMiddleware:
             now = self.clock.now()
             now_ms = _ms(now.timestamp())
             now_s = now_ms // 1000
-            expires_at = now_s + math.ceil(self.lifetime.total_seconds())
+            lease_end_ms = now_ms + _ms(lease.total_seconds())
+            # The record must not expire while its claim is held (a per-call lease may exceed the lifetime).
+            expires_at = max(now_s + math.ceil(self.lifetime.total_seconds()), math.ceil(lease_end_ms / 1000))
             token = self.ids.new_id()
             item = {
                 "key": {"S": record_key},
@@ -243,7 +248,7 @@ class IdempotencyMiddleware:
                 "status": {"S": IN_PROGRESS},
                 "payload_hash": {"S": digest},
                 "claim_token": {"S": token},
-                "lease_expires_at": {"N": str(now_ms + _ms(lease.total_seconds()))},
+                "lease_expires_at": {"N": str(lease_end_ms)},
                 "expires_at": {"N": str(expires_at)},
                 "created_at": {"S": now.strftime("%Y-%m-%dT%H:%M:%S.%f+0000")},
             }
@@ -253,15 +258,18 @@ class IdempotencyMiddleware:
                     Item=item,
                     ConditionExpression=(
                         "attribute_not_exists(#key) OR #expires_at < :now_s"
-                        " OR (#status = :in_progress AND #lease_expires_at < :now_ms)"
+                        # a stalled claim is taken over only by the same request: another payload is a reuse
+                        " OR (#status = :in_progress AND #lease_expires_at < :now_ms AND #payload_hash = :digest)"
                     ),
                     ExpressionAttributeNames={
                         "#key": "key",
                         "#expires_at": "expires_at",
                         "#status": "status",
                         "#lease_expires_at": "lease_expires_at",
+                        "#payload_hash": "payload_hash",
                     },
                     ExpressionAttributeValues={
+                        ":digest": {"S": digest},
                         ":now_s": {"N": str(now_s)},
                         ":now_ms": {"N": str(now_ms)},
                         ":in_progress": {"S": IN_PROGRESS},
@@ -276,10 +284,12 @@ class IdempotencyMiddleware:
             if old is None:
                 continue  # deleted (released or TTL) between our put and our read: claim again
             record = _Record.from_item(old)
-            if record.expired(now_s) or record.lease_expired(now_ms):
-                continue  # became claimable between our put and our read: claim again
+            if record.expired(now_s):
+                continue  # expired (TTL is lazy) between our put and our read: claim again
             if record.payload_hash != digest:
                 raise IdempotencyKeyReuseError()
+            if record.lease_expired(now_ms):
+                continue  # the lease ran out between our put and our read: claim again
             if record.status == COMPLETED:
                 return record
             raise IdempotencyInProgressError(max(1, math.ceil(((record.lease_expires_at or 0) - now_ms) / 1000)))
@@ -377,6 +387,20 @@ class IdempotencyMiddleware:
             self._cache.move_to_end(record_key)
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
+
+
+def _completed_item_bytes(record_key: str, scope: str, digest: str, text: str) -> int:
+    """The size DynamoDB counts for the completed record: UTF-8 names and values (numbers at their maximum)."""
+    strings = {
+        "key": record_key,
+        "scope": scope,
+        "status": COMPLETED,
+        "payload_hash": digest,
+        "created_at": "0000-00-00T00:00:00.000000+0000",
+        "outcome": _VALUE,
+        "result": text,
+    }
+    return sum(len(name.encode()) + len(value.encode()) for name, value in strings.items()) + len("expires_at") + 21
 
 
 def _condition_failed(error: ClientError) -> bool:

@@ -20,7 +20,7 @@ from payment_examples.errors import (
     ValidationError,
 )
 from payment_examples.models import bind_models
-from payment_examples.utils.idempotency import MAX_RESULT_BYTES, FinalError, IdempotencyMiddleware, Outcome
+from payment_examples.utils.idempotency import MAX_ITEM_BYTES, FinalError, IdempotencyMiddleware, Outcome
 from tests.conftest import START
 
 
@@ -234,7 +234,7 @@ def test_final_error_is_stored_and_replayed_like_a_result(middleware) -> None:
 
 @pytest.mark.parametrize(
     ("result", "message"),
-    [({1, 2}, "set"), ((1, 2), "tuple"), (object(), "object"), ("x" * (MAX_RESULT_BYTES + 1), "bytes")],
+    [({1, 2}, "set"), ((1, 2), "tuple"), (object(), "object"), ("x" * MAX_ITEM_BYTES, "bytes")],
 )
 def test_unstorable_result_is_a_clear_error_and_never_runs_again(aws: Settings, middleware, result, message) -> None:
     fn = Counter(result)
@@ -280,3 +280,63 @@ def test_configuration_is_validated() -> None:
         IdempotencyMiddleware(lease=timedelta(0))
     with pytest.raises(ValueError):
         IdempotencyMiddleware(lease=timedelta(days=2), lifetime=timedelta(days=1))
+
+
+def test_a_per_call_lease_longer_than_the_lifetime_keeps_the_record_alive(aws: Settings, fixed) -> None:
+    middleware = IdempotencyMiddleware(clock=fixed, lifetime=timedelta(minutes=5), lease=timedelta(minutes=1))
+    duplicate = Counter()
+
+    def long_running() -> str:
+        fixed.advance(timedelta(minutes=6))  # past the lifetime, still inside this call's 15-minute lease
+        with pytest.raises(IdempotencyInProgressError):
+            middleware.process("k", duplicate)
+        return "done"
+
+    assert middleware.process("k", long_running, lease=timedelta(minutes=15)) == "done"
+    assert duplicate.calls == 0
+
+
+def test_a_stalled_claim_is_not_taken_over_by_another_payload(middleware, fixed) -> None:
+    other = Counter("charged 999")
+
+    def stalled() -> str:
+        fixed.advance(timedelta(seconds=11))  # the lease has run out
+        with pytest.raises(IdempotencyKeyReuseError):
+            middleware.process("k", other, payload={"amount": 999})
+        return "charged 100"
+
+    assert middleware.process("k", stalled, payload={"amount": 100}) == "charged 100"
+    assert other.calls == 0
+
+
+def test_the_whole_record_counts_toward_the_item_limit(aws: Settings, middleware) -> None:
+    scope = "\U0001f4b3" * 255  # 255 four-byte characters: over 1 KB of scope alone
+    fn = Counter("x" * (MAX_ITEM_BYTES - 1100))  # the result alone would fit
+    with pytest.raises(IdempotencyResultError, match="bytes"):
+        middleware.process("k", fn, scope=scope)
+    with pytest.raises(IdempotencyResultError):
+        middleware.process("k", fn, scope=scope)
+    assert fn.calls == 1
+    assert stored(aws, middleware, "k", scope)["status"]["S"] == "COMPLETED"
+
+
+def test_an_engine_refusing_the_result_records_it_as_unstorable(aws: Settings, fixed) -> None:
+    class RefusingClient(RecordingClient):
+        def __getattr__(self, name: str) -> Any:
+            method = super().__getattr__(name)
+            if name != "update_item":
+                return method
+
+            def update_item(**kwargs: Any) -> Any:
+                if kwargs["ExpressionAttributeValues"][":kind"]["S"] == "value":
+                    raise ClientError({"Error": {"Code": "ValidationException", "Message": "too large"}}, "UpdateItem")
+                return method(**kwargs)
+
+            return update_item
+
+    middleware = IdempotencyMiddleware(client=RefusingClient(dynamodb()), clock=fixed)
+    fn = Counter()
+    for _ in range(2):
+        with pytest.raises(IdempotencyResultError, match="too large"):
+            middleware.process("k", fn)
+    assert fn.calls == 1
