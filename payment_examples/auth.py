@@ -4,7 +4,8 @@
    context) carry ``merchant_id``: trusted as they are, because API Gateway verified them before invoking us.
 2. Otherwise an ``Authorization: Bearer <JWT>`` header, verified here with PyJWT: HS256 with
    ``PAYMENT_JWT_SECRET``, or RS256/ES256 with ``PAYMENT_JWT_PUBLIC_KEY``. ``exp`` is required; ``aud``/``iss``
-   are checked when configured. The key is chosen by algorithm from what is configured, and each key is used only
+   are checked when configured, and with no audience configured a token that names one (meant for another
+   service) is refused. The key is chosen by algorithm from what is configured, and each key is used only
    with its own algorithm family, so ``alg: none`` and algorithm confusion (an RS256 public key used as an HS256
    secret) are refused. Nothing configured and no authorizer claims: 401, never a default secret.
 """
@@ -80,7 +81,8 @@ def verify_token(token: str, settings: Settings) -> dict:
             audience=settings.jwt_audience,
             issuer=settings.jwt_issuer,
             leeway=LEEWAY_SECONDS,
-            options={"require": ["exp"], "verify_aud": settings.jwt_audience is not None},
+            # With no audience configured, PyJWT refuses any token that names one (meant for another service).
+            options={"require": ["exp"]},
         )
     except jwt.ExpiredSignatureError:
         raise AuthenticationError("the bearer token has expired") from None

@@ -32,8 +32,14 @@ class ValidationError(PaymentExamplesError, ValueError):
 
 
 class MethodNotAllowedError(PaymentExamplesError):
+    """The resource exists but not for this method; ``allow`` lists the methods it supports (RFC 9110)."""
+
     http_status = 405
     title = "Method not allowed"
+
+    def __init__(self, message: str, *, allow: str) -> None:
+        super().__init__(message)
+        self.allow = allow
 
 
 class NotFoundError(PaymentExamplesError, LookupError):

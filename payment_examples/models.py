@@ -55,8 +55,13 @@ def transaction_id_for(payment_id: str, payment_version: int) -> str:
 
 
 def sortable_time(instant: datetime) -> str:
-    """Fixed-width UTC with microseconds (``2026-01-01T09:00:00.000000Z``): sorts as the instants do."""
-    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Fixed-width UTC with microseconds (``2026-01-01T09:00:00.000000Z``): sorts as the instants do.
+
+    The year is padded by hand: ``strftime("%Y")`` does not pad years before 1000 on every platform.
+    Raises ``OverflowError`` for an instant whose UTC form falls outside years 1..9999.
+    """
+    utc = instant.astimezone(UTC)
+    return f"{utc.year:04d}-{utc:%m-%dT%H:%M:%S.%f}Z"
 
 
 def created_key(created_at: datetime, item_id: str) -> str:

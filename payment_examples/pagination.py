@@ -266,6 +266,11 @@ def plan_query(
     for name, value in (("created_from", created_from), ("created_to", created_to)):
         if value is not None and (not isinstance(value, datetime) or value.utcoffset() is None):
             raise ValidationError(name, "must be a timezone-aware datetime")
+        try:
+            if value is not None:
+                time_bound(value)
+        except OverflowError:
+            raise ValidationError(name, "is outside the years 1 to 9999 in UTC") from None
     if created_from is not None and created_to is not None and created_from > created_to:
         raise ValidationError("created_from", "must not be after created_to")
     try:

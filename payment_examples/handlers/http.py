@@ -10,7 +10,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent, APIGatewayProxyEventV2
 
-from payment_examples.errors import PaymentExamplesError, ValidationError
+from payment_examples.errors import MethodNotAllowedError, PaymentExamplesError, ValidationError
 from payment_examples.logs import logger
 
 ApiEvent = APIGatewayProxyEvent | APIGatewayProxyEventV2
@@ -67,6 +67,8 @@ def error_response(error: Exception) -> dict:
         headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
         if error.http_status == 401:
             headers["WWW-Authenticate"] = 'Bearer realm="payments"'  # RFC 6750
+        if isinstance(error, MethodNotAllowedError):
+            headers["Allow"] = error.allow  # RFC 9110 15.5.6
         return problem_response(error.http_status, error.title, str(error), slug=slug, headers=headers)
     logger.exception("unhandled error")
     return problem_response(500, "Internal error", "the request could not be processed", slug="internal")

@@ -7,6 +7,7 @@ proxy) and HTTP API (v2) events. Clients are built on the first invocation and r
 
 from __future__ import annotations
 
+import binascii
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -98,13 +99,13 @@ def _handle(
 ) -> dict:
     api = parse_event(event)
     if api.http_method != "POST":
-        raise MethodNotAllowedError(f"{api.http_method} is not supported here; use POST")
+        raise MethodNotAllowedError(f"{api.http_method} is not supported here; use POST", allow="POST")
     merchant_id = merchant_identity(event, header(api, "Authorization"), settings).merchant_id
     key = header(api, IDEMPOTENCY_HEADER)
     if key is None:
         raise ValidationError(IDEMPOTENCY_HEADER, "header is required")
     identifier(IDEMPOTENCY_HEADER, key)
-    body = _json_body(api.decoded_body if api.is_base64_encoded else api.body)
+    body = _json_body(_raw_body(api))
     request = PaymentRequest.from_body(body)
 
     def create() -> dict:
@@ -129,6 +130,15 @@ def _handle(
     return json_response(response["status"], response["body"], headers)
 
 
+def _raw_body(api: Any) -> str | None:
+    if not api.is_base64_encoded:
+        return api.body
+    try:
+        return api.decoded_body
+    except (binascii.Error, ValueError):  # bad base64, or bytes that are not UTF-8 (UnicodeDecodeError)
+        raise ValidationError("body", "is marked base64 but is not base64-encoded UTF-8 text") from None
+
+
 def _json_body(raw: str | None) -> Any:
     if not raw:
         raise ValidationError("body", "a JSON object is required")
@@ -138,6 +148,8 @@ def _json_body(raw: str | None) -> Any:
         return json.loads(raw, parse_constant=_reject_constant)
     except (json.JSONDecodeError, ValueError) as error:
         raise ValidationError("body", f"is not valid JSON: {error}") from None
+    except RecursionError:
+        raise ValidationError("body", "is nested too deeply") from None
 
 
 def _reject_constant(name: str) -> Any:

@@ -54,10 +54,6 @@ def handler(event: dict, context: Any = None) -> dict:
     """Lambda entry point: route on method and path, authenticate, answer JSON or problem+json."""
     try:
         return _handle(event)
-    except MethodNotAllowedError as error:
-        response = error_response(error)
-        response["headers"]["Allow"] = "GET"  # RFC 9110 15.5.6: a 405 lists the methods the resource supports
-        return response
     except Exception as error:  # every failure becomes a problem+json response; 5xx reveal no internals
         return error_response(error)
 
@@ -69,7 +65,7 @@ def _handle(event: dict) -> dict:
     if route is None:
         raise NotFoundError(f"no resource at {path!r}")
     if api.http_method != "GET":
-        raise MethodNotAllowedError(f"{api.http_method} is not supported on {path}; use GET")
+        raise MethodNotAllowedError(f"{api.http_method} is not supported on {path}; use GET", allow="GET")
     settings = get_settings()
     merchant_id = merchant_identity(event, header(api, "Authorization"), settings).merchant_id
     if route["id"] is not None:
@@ -174,4 +170,7 @@ def _instant(name: str, value: str | None) -> datetime | None:
         raise ValidationError(name, f"{value!r} is not an ISO 8601 date or date-time") from None
     if parsed.utcoffset() is None:
         raise ValidationError(name, f"{value!r} has no UTC offset; add one, e.g. {value}Z")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise ValidationError(name, f"{value!r} is outside the years 1 to 9999 in UTC") from None

@@ -230,7 +230,9 @@ def test_invalid_bodies_get_400_naming_the_field_and_write_nothing(settings, ver
 
 def test_other_methods_are_405(settings: Settings) -> None:
     event = api_event("2.0", "GET", "/payments", headers={"Authorization": f"Bearer {token()}"})
-    problem(process.handler(event, None), 405)
+    response = process.handler(event, None)
+    problem(response, 405)
+    assert response["headers"]["Allow"] == "POST"
 
 
 # -- idempotency conflicts and failures -----------------------------------------------------------------------------
@@ -317,3 +319,22 @@ def test_tokens_and_card_numbers_never_reach_the_logs(settings: Settings, monkey
     logged = stream.getvalue()
     assert "payment request" in logged and "unhandled error" in logged  # the logs were captured
     assert secret_token not in logged and "4111111111111111" not in logged and HS_SECRET not in logged
+
+
+def test_a_token_for_another_audience_is_refused_even_with_no_audience_configured(settings: Settings) -> None:
+    problem(post(auth=f"Bearer {token(aud='another-service')}"), 401)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [("%%%not-base64", "base64"), ("//79/g==", "base64"), ("[" * (process.MAX_BODY_BYTES - 1), "nested")],
+    ids=["bad base64", "not utf-8", "deep nesting"],
+)
+def test_undecodable_bodies_are_400_not_500(settings: Settings, raw: str, reason: str) -> None:
+    encoded = not raw.startswith("[")
+    event = api_event(
+        "2.0", "POST", "/payments", headers={"Authorization": f"Bearer {token()}", "Idempotency-Key": "k"}
+    )
+    event.update(body=raw, isBase64Encoded=encoded)
+    body = problem(process.handler(event, None), 400)
+    assert body["invalid_params"][0]["name"] == "body" and reason in body["detail"]

@@ -248,6 +248,8 @@ BAD_PARAMETERS = [
     ({"to": "2026-04-01T25:00:00Z"}, "to"),
     ({"to": "1700000000"}, "to"),
     ({"from": "2026-04-02", "to": "2026-04-01"}, "from"),
+    ({"from": "0001-01-01T00:00:00+01:00"}, "from"),  # before year 1 in UTC
+    ({"to": "9999-12-31T23:30:00-01:00"}, "to"),  # after year 9999 in UTC
     ({"limit": "0"}, "limit"),
     ({"limit": "101"}, "limit"),
     ({"limit": "-1"}, "limit"),
@@ -316,3 +318,9 @@ def test_the_service_is_built_once_and_reused(data: dict[str, list[Payment]]) ->
         ok(get(f"/payments/{payment.id}"))
     info = query._default_service.cache_info()
     assert (info.misses, info.hits) == (1, 2)
+
+
+def test_years_before_1000_bound_ranges_correctly(data: dict[str, list[Payment]]) -> None:
+    everything = len(data["merchant-1"])
+    assert ok(get(query_params={"from": "0001-01-01", "to": "0500-01-01", "limit": "100"}))["items"] == []
+    assert len(ok(get(query_params={"from": "0999-01-01", "to": "9999-01-01", "limit": "100"}))["items"]) == everything
