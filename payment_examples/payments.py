@@ -248,6 +248,10 @@ class PaymentService:
         #    does so before it overwrites `last_transition` (`_ensure_recorded`), and so does reading the trail.
         # The reverse order could leave a Transaction for a transition that never committed, whose id a
         # different later transition would then collide with.
+        # The gap this leaves: after a crash between 1 and 2 on a terminal transition (refunded, voided,
+        # failed) no later transition comes to replay 2, so the Transaction appears only when the trail is read
+        # (`transactions`) or `record_transaction` is called. A consumer that needs it at once should build
+        # Transactions from the payments table's stream, where `last_transition` is written at the commit point.
         try:
             payment.update(
                 actions=[

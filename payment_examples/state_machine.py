@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from payment_examples.errors import IllegalTransitionError
+from payment_examples.errors import IllegalTransitionError, ValidationError
 from payment_examples.money import validate_amount
 
 
@@ -73,7 +73,8 @@ def plan_transition(
     """What ``operation`` does from ``status``, or ``IllegalTransitionError``. Pure: reads nothing, writes nothing.
 
     ``amount`` is optional for capture (default: the whole authorised amount; a smaller capture releases the rest),
-    required for refund, and not accepted for the others.
+    required for refund, and not accepted for the others (a missing or unexpected amount is a ``ValidationError``;
+    an amount the balances do not allow is an ``IllegalTransitionError``).
     """
     current = PaymentStatus(status)
     operation = Operation(operation)
@@ -90,7 +91,7 @@ def plan_transition(
 
     if operation is Op.REFUND:
         if amount is None:
-            raise IllegalTransitionError(payment_id, current, operation, "a refund needs an amount")
+            raise ValidationError("amount", "a refund needs an amount")
         refund = validate_amount(amount)
         remaining = balances.captured - balances.refunded
         if refund > remaining:
@@ -102,6 +103,6 @@ def plan_transition(
         return Transition(operation, current, to_status, refund, Balances(balances.amount, balances.captured, refunded))
 
     if amount is not None:
-        raise IllegalTransitionError(payment_id, current, operation, f"{operation} takes no amount")
+        raise ValidationError("amount", f"{operation} takes no amount")
     to_status = {Op.AUTHORIZE: S.AUTHORIZED, Op.VOID: S.VOIDED, Op.FAIL: S.FAILED}[operation]
     return Transition(operation, current, to_status, balances.amount, balances)

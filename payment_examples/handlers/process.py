@@ -118,12 +118,13 @@ def _handle(
             description=request.description,
             metadata=request.metadata,
         )
-        return {"status": 201, "body": payment_json(result.payment)}
+        # "replayed": the payment existed already (its idempotency record had expired, or was lost)
+        return {"status": 201, "body": payment_json(result.payment), "replayed": result.replayed}
 
     outcome = middleware.process_outcome(key, create, payload=body, scope=merchant_id, lease=_lease(context))
     response = outcome.value
     headers = {"Location": f"/payments/{response['body']['id']}"}
-    if outcome.replayed:
+    if outcome.replayed or response.get("replayed"):
         headers["Idempotent-Replayed"] = "true"
     logger.info("payment request", merchant_id=merchant_id, payment_id=response["body"]["id"],
                 replayed=outcome.replayed)  # fmt: skip

@@ -3,6 +3,12 @@
 Plain JSON would turn ``Decimal("1.50")`` into a float or a string and a tuple into a list, so a replay would not
 equal the original. Values are encoded with tags for the types JSON lacks; anything that cannot come back
 exactly (sets, tuples, bytes, custom objects, non-string keys) is refused up front with ``TypeError``.
+Subclasses of ``str`` and ``int`` (e.g. ``StrEnum``/``IntEnum`` members) are stored as their plain values and
+come back equal, as plain ``str``/``int``.
+
+Payload hashes compare requests, not encodings: numbers are hashed by value (``100``, ``100.0``,
+``Decimal("1E+2")`` and ``Decimal("100.00")`` are the same amount), key order and whitespace do not matter,
+and ``True`` stays distinct from ``1``.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any
 
 _TAGS = ("$decimal", "$float", "$map")
@@ -67,9 +73,27 @@ def _from_json(value: Any) -> Any:
 
 
 def payload_hash(payload: Any) -> str:
-    """SHA-256 of a canonical JSON form: key order and whitespace do not matter, types and values do."""
+    """SHA-256 of a canonical form of ``payload`` (see the module docstring); ``TypeError`` if not JSON-like."""
     try:
-        canonical = encode(payload)
+        canonical = encode(_canonical_numbers(payload))
     except TypeError as error:
         raise TypeError(f"the payload cannot be hashed: {error}") from None
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _canonical_numbers(value: Any) -> Any:
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int | float | Decimal):
+        number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+        if not number.is_finite():
+            return value  # refused by encode()
+        if number.is_zero():
+            return {"$number": "0"}  # 0, -0.0, Decimal("0.00")
+        exact = Context(prec=len(number.as_tuple().digits))  # never rounds: as many digits as the number has
+        return {"$number": str(number.normalize(exact))}
+    if isinstance(value, list | tuple):
+        return [_canonical_numbers(item) for item in value] if type(value) is list else value
+    if type(value) is dict:
+        return {key: _canonical_numbers(item) for key, item in value.items()}
+    return value

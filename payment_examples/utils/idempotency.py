@@ -9,7 +9,8 @@ Modelled on the idempotency utility of Powertools for AWS Lambda, minus its know
   lease expired (crashed, timed out, paused) can neither overwrite nor delete the record of the worker that took
   the key over.
 * The payload hash is checked on every path: the failed put, the read fallback and the local cache.
-* Results round-trip exactly (``utils.codec``): falsy values, ``None`` and ``Decimal`` come back as they went in.
+* Results round-trip exactly (``utils.codec``): falsy values, ``None`` and ``Decimal`` come back as they went in
+  (``str``/``int`` subclasses such as enums as equal plain values).
   A result that cannot be stored is recorded as a final error, so the side effect is never silently re-run.
 * An exception from ``fn`` releases the claim (a retry runs again) unless it is a ``FinalError`` (e.g. a declined
   card), which is stored and re-raised to every repeat like a result.

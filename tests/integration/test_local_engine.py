@@ -9,9 +9,11 @@ import sys
 import time
 
 import pytest
+from botocore.exceptions import EndpointConnectionError
 
 from payment_examples.aws import dynamodb
 from payment_examples.config import Settings, get_settings
+from payment_examples.errors import EngineError
 from payment_examples.local import MotoServer, local_aws
 
 
@@ -88,7 +90,7 @@ def test_stop_is_idempotent_and_restart_is_refused() -> None:
     server.stop()
     server.stop()
     assert _gone(pid)
-    with pytest.raises(Exception, match="already started"):
+    with pytest.raises(EngineError, match="already started"):
         engine = local_aws(Settings(), create_tables=False)
         engine.start()
         try:
@@ -127,7 +129,7 @@ def test_cli_local_runs_in_the_foreground_until_interrupted() -> None:
         if cli.poll() is None:
             cli.kill()
     time.sleep(0.2)
-    with pytest.raises(Exception):  # noqa: B017 - any connection error: nothing listens any more
+    with pytest.raises(EndpointConnectionError):  # nothing listens any more
         boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1", config=_no_retries()).list_tables()
 
 

@@ -338,3 +338,15 @@ def test_undecodable_bodies_are_400_not_500(settings: Settings, raw: str, reason
     event.update(body=raw, isBase64Encoded=encoded)
     body = problem(process.handler(event, None), 400)
     assert body["invalid_params"][0]["name"] == "body" and reason in body["detail"]
+
+
+def test_a_replay_after_the_idempotency_record_expired_still_says_so(settings: Settings) -> None:
+    first = post(key="old-key")
+    models = bind_models(settings)
+    dynamodb().delete_item(  # what DynamoDB's TTL does after 24 hours
+        TableName=models.idempotency.Meta.table_name,
+        Key={"key": {"S": IdempotencyMiddleware.record_key("merchant-1", "old-key")}},
+    )
+    again = post(key="old-key")
+    assert again["statusCode"] == 201 and json.loads(again["body"]) == json.loads(first["body"])
+    assert again["headers"]["Idempotent-Replayed"] == "true"

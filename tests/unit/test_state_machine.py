@@ -112,17 +112,28 @@ def test_plan_balances_after_capture_and_refunds() -> None:
     ("status", "balances", "op", "amount"),
     [
         ("authorized", Balances(1000), Op.CAPTURE, 1001),  # more than authorised
-        ("captured", Balances(1000, 1000), Op.REFUND, None),  # refund needs an amount
         ("captured", Balances(1000, 1000), Op.REFUND, 1001),  # more than captured
         ("partially_refunded", Balances(1000, 1000, 900), Op.REFUND, 101),  # more than remains
         ("captured", Balances(1000, 600), Op.REFUND, 601),  # capped by a partial capture
-        ("pending", Balances(1000), Op.AUTHORIZE, 500),  # authorize takes no amount
-        ("authorized", Balances(1000), Op.VOID, 1000),  # void takes no amount
     ],
 )
 def test_plan_rejects_bad_amounts(status: str, balances: Balances, op: Operation, amount: int | None) -> None:
     with pytest.raises(IllegalTransitionError):
         plan_transition("p", status, balances, op, amount)
+
+
+@pytest.mark.parametrize(
+    ("status", "balances", "op", "amount"),
+    [
+        ("captured", Balances(1000, 1000), Op.REFUND, None),  # refund needs an amount
+        ("pending", Balances(1000), Op.AUTHORIZE, 500),  # authorize takes no amount
+        ("authorized", Balances(1000), Op.VOID, 1000),  # void takes no amount
+    ],
+)
+def test_a_missing_or_unexpected_amount_is_a_validation_error(status, balances, op, amount) -> None:
+    with pytest.raises(ValidationError) as caught:
+        plan_transition("p", status, balances, op, amount)
+    assert caught.value.field == "amount"
 
 
 @pytest.mark.parametrize(("op", "amount"), [(Op.CAPTURE, 0), (Op.CAPTURE, 10.0), (Op.CAPTURE, True)])
