@@ -45,7 +45,7 @@ def metadata(field: str, value: object) -> dict[str, str] | None:
         raise ValidationError(field, f"must have at most {MAX_METADATA_KEYS} keys, got {len(value)}")
     for key, item in value.items():
         identifier(f"{field}.<key>", key, max_length=MAX_METADATA_KEY_LENGTH)
-        optional_text(f"{field}.{key}", item, max_length=MAX_METADATA_VALUE_LENGTH)
         if item is None:
             raise ValidationError(f"{field}.{key}", "must be a string, got NoneType")
+        optional_text(f"{field}.{key}", item, max_length=MAX_METADATA_VALUE_LENGTH)
     return dict(value)
