@@ -10,6 +10,26 @@ from collections.abc import Sequence
 from payment_examples.errors import PaymentExamplesError
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be within [0, 1], got {value}")
+    return value
+
+
 def _local(args: argparse.Namespace) -> int:
     from payment_examples.local import local_aws
 
@@ -45,6 +65,118 @@ def _reports(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gen_settlement(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from payment_examples.settlement_generator import SettlementScenario, write_answer_key, write_settlement_file
+
+    scenario = SettlementScenario(args.rows, args.seed, args.discrepancy_rate)
+    output = Path(args.output)
+    with open(output, "w", encoding="utf-8", newline="") as handle:
+        rows = write_settlement_file(scenario, handle, crlf=args.crlf)
+    answers = output.with_name(output.name + ".answers.csv")
+    with open(answers, "w", encoding="utf-8", newline="") as handle:
+        write_answer_key(scenario, handle)
+    sidecar = output.with_name(output.name + ".scenario.json")
+    sidecar.write_text(json.dumps({"rows": args.rows, "seed": args.seed, "discrepancy_rate": args.discrepancy_rate}))
+    print(f"{output}: {rows} rows (seed {args.seed}, discrepancy rate {args.discrepancy_rate})")
+    print(f"{answers}: the expected outcome of every row, and the payments expected as missing_in_file")
+    print(f"{sidecar}: what `payment-examples reconcile {output} --create-payments` needs to create the payments")
+    return 0
+
+
+def _reconcile(args: argparse.Namespace) -> int:
+    from payment_examples.config import get_settings
+    from payment_examples.local import local_aws
+
+    settings = get_settings()
+    if settings.mode == "embedded" and args.source.startswith("s3://"):
+        print("payment-examples: an s3:// source needs AWS_ENDPOINT_URL or PAYMENT_USE_AWS=1", file=sys.stderr)
+        return 2
+    if settings.mode == "embedded" and not args.create_payments:
+        print(
+            "payment-examples: the embedded engine starts empty: pass --create-payments (for a file made by "
+            "gen-settlement), or point AWS_ENDPOINT_URL / PAYMENT_USE_AWS=1 at your tables",
+            file=sys.stderr,
+        )
+        return 2
+    with local_aws():
+        return _reconcile_on_engine(args)
+
+
+def _reconcile_on_engine(args: argparse.Namespace) -> int:
+    import csv
+    import json
+    from pathlib import Path
+    from urllib.parse import urlparse
+
+    from tqdm import tqdm
+
+    from payment_examples.aws import client
+    from payment_examples.config import get_settings
+    from payment_examples.logs import logger
+    from payment_examples.reconciliation import (
+        LocalReportSink,
+        LocalSource,
+        Reconciler,
+        S3ReportSink,
+        S3Source,
+        run_reconciliation,
+    )
+    from payment_examples.settlement_generator import SettlementScenario, create_scenario_payments
+
+    logger.setLevel("WARNING")
+    if args.source.startswith("s3://"):
+        url = urlparse(args.source)
+        bucket, key = url.netloc, url.path.lstrip("/")
+        etag = client("s3").head_object(Bucket=bucket, Key=key)["ETag"]
+        source, sink = S3Source(bucket, key, etag), S3ReportSink(bucket, get_settings().recon_report_prefix)
+        report_name = f"{key}/{source.etag}"
+    else:
+        path = Path(args.source)
+        if not path.is_file():
+            print(f"payment-examples: {path} is not a file", file=sys.stderr)
+            return 2
+        source = LocalSource(str(path))
+        sink = LocalReportSink(args.report_dir or str(path.with_name(path.name + ".reports")))
+        report_name = source.file.file_id
+    if args.create_payments:
+        sidecar = Path(args.source + ".scenario.json")
+        if not sidecar.is_file():
+            print(f"payment-examples: --create-payments needs {sidecar} (written by gen-settlement)", file=sys.stderr)
+            return 2
+        spec = json.loads(sidecar.read_text())
+        created = create_scenario_payments(SettlementScenario(spec["rows"], spec["seed"], spec["discrepancy_rate"]))
+        print(f"created {created} payments for the scenario of {sidecar.name}")
+    with tqdm(unit=" rows", desc="reconciling", disable=args.quiet) as progress:
+        result = run_reconciliation(
+            source, sink, reconciler=Reconciler(max_workers=args.workers), on_batch=progress.update,
+            report_name=report_name,
+        )  # fmt: skip
+    if result.busy:
+        print("another invocation is reconciling this file right now; it will finish it")
+        return 1
+    summary = result.summary or {}
+    print(f"\n{'outcome':20} {'rows':>10}")
+    for outcome, count in summary.get("outcomes", {}).items():
+        print(f"{outcome:20} {count:>10}")
+    print(f"{'missing_in_file':20} {summary.get('missing_in_file', 0):>10}")
+    print(f"\n{'currency':8} {'matched':>14} {'applied':>14} {'disputed':>14} {'missing':>14}")
+    for currency, amounts in summary.get("amounts", {}).items():
+        print(f"{currency:8} {amounts['matched']:>14} {amounts['applied']:>14} {amounts['disputed']:>14} "
+              f"{amounts['missing_in_file']:>14}")  # fmt: skip
+    print(f"\nrows: {summary.get('rows')}, {summary.get('rows_per_s')} rows/s, {summary.get('duration_s')} s")
+    print(f"summary:    {result.report['summary']}\nexceptions: {result.report['exceptions']}")
+    answers = Path(args.source + ".answers.csv")
+    if not args.source.startswith("s3://") and answers.is_file():
+        with open(answers, newline="") as handle:
+            expected = [row["outcome"] for row in csv.DictReader(handle) if row["line"]]
+        agrees = all(summary["outcomes"][o] == expected.count(o) for o in summary["outcomes"])
+        print(f"answer key {answers.name}: {'every outcome count agrees' if agrees else 'DIFFERS'}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="payment-examples", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -61,6 +193,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     reports.add_argument("--params", default=None, help="YAML file of parameters (top level: all notebooks)")
     reports.add_argument("--no-html", action="store_true", help="write executed notebooks only")
     reports.set_defaults(run=_reports)
+
+    gen = commands.add_parser(
+        "gen-settlement", help="write a seeded settlement file with discrepancies, and its answers"
+    )
+    gen.add_argument("--rows", type=_positive, required=True)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--discrepancy-rate", type=_rate, default=0.1)
+    gen.add_argument("--output", required=True, help="the CSV to write (answers and scenario files go beside it)")
+    gen.add_argument("--crlf", action="store_true", help="CRLF line ends")
+    gen.set_defaults(run=_gen_settlement)
+
+    recon = commands.add_parser("reconcile", help="reconcile a settlement file (a path or s3://bucket/key)")
+    recon.add_argument("source", help="a local CSV or s3://bucket/key")
+    recon.add_argument(
+        "--create-payments",
+        action="store_true",
+        help="first create the payments of a gen-settlement file (demo on the embedded engine)",
+    )
+    recon.add_argument("--report-dir", help="where the reports of a local file go (default: <file>.reports/)")
+    recon.add_argument("--workers", type=_positive, default=8)
+    recon.add_argument("--quiet", action="store_true", help="no progress bar")
+    recon.set_defaults(run=_reconcile)
 
     args = parser.parse_args(argv)
     try:

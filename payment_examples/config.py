@@ -51,6 +51,10 @@ class Settings:
     jwt_issuer: str | None = None
     # HMAC key that signs pagination cursors (pagination.py); no key -> no cursors are issued.
     cursor_secret: str | None = field(default=None, repr=False)
+    # Settlement reconciliation (reconciliation.py, handlers/reconcile.py).
+    recon_report_prefix: str = "reconciliation-reports/"  # S3 prefix of the reports, in the input's bucket
+    recon_safety_ms: int = 10_000  # stop and checkpoint when a Lambda has less time left than this
+    recon_grace_days: int = 2  # captured payments younger than this at the file's end are not missing_in_file
 
     def __post_init__(self) -> None:
         if not self.region or not re.fullmatch(r"[a-z0-9-]+", self.region):
@@ -70,6 +74,12 @@ class Settings:
             raise ConfigurationError("PAYMENT_CURSOR_SECRET must be at least 32 bytes")
         if self.engine not in ENGINES:
             raise ConfigurationError(f"PAYMENT_ENGINE {self.engine!r} must be one of {', '.join(ENGINES)}")
+        if not 0 < len(self.recon_report_prefix) <= 512 or self.recon_report_prefix.startswith("/"):
+            raise ConfigurationError("PAYMENT_RECON_REPORT_PREFIX must be 1-512 characters, not starting with '/'")
+        if self.recon_safety_ms < 0:
+            raise ConfigurationError("PAYMENT_RECON_SAFETY_MS must not be negative")
+        if not 0 <= self.recon_grace_days <= 366:
+            raise ConfigurationError("PAYMENT_RECON_GRACE_DAYS must be between 0 and 366")
         if self.use_aws and self.endpoint_url:
             raise ConfigurationError("PAYMENT_USE_AWS=1 and an endpoint URL are both set; choose one")
 
@@ -107,7 +117,20 @@ class Settings:
             jwt_audience=env.get("PAYMENT_JWT_AUDIENCE") or None,
             jwt_issuer=env.get("PAYMENT_JWT_ISSUER") or None,
             cursor_secret=env.get("PAYMENT_CURSOR_SECRET") or None,
+            recon_report_prefix=env.get("PAYMENT_RECON_REPORT_PREFIX") or "reconciliation-reports/",
+            recon_safety_ms=_integer(env, "PAYMENT_RECON_SAFETY_MS", 10_000),
+            recon_grace_days=_integer(env, "PAYMENT_RECON_GRACE_DAYS", 2),
         )
+
+
+def _integer(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name}={raw!r} is not an integer") from None
 
 
 _lock = threading.Lock()

@@ -112,6 +112,17 @@ class TransitionAttribute(MapAttribute):
     reason = UnicodeAttribute(null=True)
 
 
+class SettlementAttribute(MapAttribute):
+    """The latest settlement-file row that matched or changed this payment (reconciliation.py)."""
+
+    file_id = UnicodeAttribute()
+    file_name = UnicodeAttribute()
+    line = NumberAttribute()
+    status = UnicodeAttribute()  # the row's settlement status: settled, refunded, chargeback, failed
+    processor_reference = UnicodeAttribute()
+    settled_at = UTCDateTimeAttribute()
+
+
 class Payment(Model):
     class Meta(_UnboundMeta):
         base_name = "payments"
@@ -132,6 +143,11 @@ class Payment(Model):
     created_key = UnicodeAttribute()
     merchant_status = UnicodeAttribute()
     last_transition = TransitionAttribute(null=True)
+    # Reconciliation: the latest matched/applied settlement row, and which file and line first reported each
+    # settlement event ("<status>#<processor reference>" -> {file_id, line, outcome, detail}). The second is how a
+    # run recognises a duplicate row, or a row it already handled before a crash, without keeping rows in memory.
+    settlement = SettlementAttribute(null=True)
+    settlement_rows = MapAttribute(null=True)
     version = VersionAttribute()
 
     by_merchant_created = MerchantCreatedIndex()
@@ -248,7 +264,22 @@ class AuditLog(Model):
     details = MapAttribute(null=True)
 
 
-DEFINITIONS: tuple[type[Model], ...] = (Payment, Transaction, Customer, IdempotencyRecord, AuditLog)
+class ReconciliationRecord(Model):
+    """Reconciliation runs and what they leave behind, one partition per settlement file (``pk`` = ``file#<id>``):
+    ``sk`` = ``run`` (the checkpoint and lease), ``merchant#<id>`` (merchants seen), ``row#<digest>`` (first sight
+    of a row whose payment is not this merchant's) and ``exception#<line>`` (a row for the exceptions report).
+    reconciliation.py reads and writes the items with plain DynamoDB calls; this class defines the table."""
+
+    class Meta(_UnboundMeta):
+        base_name = "reconciliation"
+
+    pk = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+
+
+DEFINITIONS: tuple[type[Model], ...] = (
+    Payment, Transaction, Customer, IdempotencyRecord, AuditLog, ReconciliationRecord,
+)  # fmt: skip
 
 # ---------------------------------------------------------------------------------------------------------------
 # Binding
@@ -261,9 +292,10 @@ class BoundModels:
     customer: type[Customer]
     idempotency: type[IdempotencyRecord]
     audit: type[AuditLog]
+    reconciliation: type[ReconciliationRecord]
 
     def all(self) -> tuple[type[Model], ...]:
-        return (self.payment, self.transaction, self.customer, self.idempotency, self.audit)
+        return (self.payment, self.transaction, self.customer, self.idempotency, self.audit, self.reconciliation)
 
 
 def _bind(definition: type[Model], settings: Settings) -> Any:

@@ -7,9 +7,12 @@ moto its cost grows with all the data held).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
+from pynamodb.expressions.condition import Condition
+from pynamodb.expressions.update import Action
 
 from payment_examples.clock import Clock, SystemClock
 from payment_examples.config import Settings
@@ -17,6 +20,7 @@ from payment_examples.errors import (
     CONDITIONAL_CHECK_FAILED,
     DuplicatePaymentError,
     PaymentNotFoundError,
+    ValidationError,
     VersionConflictError,
 )
 from payment_examples.logs import logger
@@ -38,6 +42,11 @@ from payment_examples.validation import identifier, optional_text
 from payment_examples.validation import metadata as validate_metadata
 
 MAX_DESCRIPTION_LENGTH = 500
+
+
+# What another pattern commits atomically with a transition (same UpdateItem): given the payment as read, extra
+# update actions and an extra condition. Reconciliation uses it to record the settlement row that caused it.
+WriteExtension = Callable[[Payment], tuple[list[Action], Condition | None]]
 
 
 @dataclass(frozen=True)
@@ -212,6 +221,59 @@ class PaymentService:
             merchant_id, payment_id, Operation.FAIL, actor=actor, reason=reason, expected_version=expected_version
         )
 
+    def chargeback(
+        self,
+        merchant_id: str,
+        payment_id: str,
+        *,
+        actor: str,
+        amount: int | None = None,
+        reason: str | None = None,
+        expected_version: int | None = None,
+    ) -> Payment:
+        """The card holder's bank took the money back (default: everything still held). Terminal."""
+        return self._transition(
+            merchant_id,
+            payment_id,
+            Operation.CHARGEBACK,
+            actor=actor,
+            amount=amount,
+            reason=reason,
+            expected_version=expected_version,
+        )
+
+    def transition(
+        self,
+        merchant_id: str,
+        payment_id: str,
+        operation: Operation | str,
+        *,
+        actor: str,
+        amount: int | None = None,
+        reason: str | None = None,
+        expected_version: int | None = None,
+        extend: WriteExtension | None = None,
+        current: Payment | None = None,
+    ) -> Payment:
+        """Any operation of the state machine; ``extend`` adds actions and a condition to the same conditional
+        update, so whatever it writes commits (or fails) together with the transition. ``current``: the payment as
+        the caller just read it (saves the read; the update is still conditional on its version)."""
+        try:
+            operation = Operation(operation)
+        except ValueError:
+            raise ValidationError("operation", f"unknown operation {operation!r}") from None
+        return self._transition(
+            merchant_id,
+            payment_id,
+            operation,
+            actor=actor,
+            amount=amount,
+            reason=reason,
+            expected_version=expected_version,
+            extend=extend,
+            current=current,
+        )
+
     def _transition(
         self,
         merchant_id: str,
@@ -222,10 +284,15 @@ class PaymentService:
         amount: int | None = None,
         reason: str | None = None,
         expected_version: int | None = None,
+        extend: WriteExtension | None = None,
+        current: Payment | None = None,
     ) -> Payment:
         identifier("actor", actor)
         optional_text("reason", reason, max_length=MAX_DESCRIPTION_LENGTH)
-        payment = self.get_payment(merchant_id, payment_id)
+        if current is not None and current.id == payment_id and current.merchant_id == merchant_id:
+            payment = current
+        else:
+            payment = self.get_payment(merchant_id, payment_id)
         if expected_version is not None and payment.version != expected_version:
             raise VersionConflictError(payment_id, expected_version)
         self._ensure_recorded(payment)
@@ -252,6 +319,10 @@ class PaymentService:
         # failed) no later transition comes to replay 2, so the Transaction appears only when the trail is read
         # (`transactions`) or `record_transaction` is called. A consumer that needs it at once should build
         # Transactions from the payments table's stream, where `last_transition` is written at the commit point.
+        extra_actions, extra_condition = extend(payment) if extend is not None else ([], None)
+        condition = Model.merchant_id == merchant_id
+        if extra_condition is not None:
+            condition &= extra_condition
         try:
             payment.update(
                 actions=[
@@ -271,8 +342,9 @@ class PaymentService:
                             reason=reason,
                         )
                     ),
+                    *extra_actions,
                 ],
-                condition=Model.merchant_id == merchant_id,
+                condition=condition,
             )
         except UpdateError as error:
             if error.cause_response_code == CONDITIONAL_CHECK_FAILED:

@@ -4,7 +4,10 @@
        |                      |                        \\________________refund (in full)_________________/
        +--void / fail---------+--void / fail--> voided / failed
 
-``refunded``, ``voided`` and ``failed`` are terminal. Refunds never exceed the captured amount.
+    captured / partially_refunded --chargeback--> charged_back   (the card holder's bank took the money back)
+
+``refunded``, ``voided``, ``failed`` and ``charged_back`` are terminal. Refunds never exceed the captured amount,
+and a chargeback never exceeds what is still held (captured minus refunded).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ class PaymentStatus(StrEnum):
     REFUNDED = "refunded"
     VOIDED = "voided"
     FAILED = "failed"
+    CHARGED_BACK = "charged_back"
 
 
 class Operation(StrEnum):
@@ -32,6 +36,7 @@ class Operation(StrEnum):
     REFUND = "refund"
     VOID = "void"
     FAIL = "fail"
+    CHARGEBACK = "chargeback"
 
 
 S, Op = PaymentStatus, Operation
@@ -42,6 +47,7 @@ ALLOWED_FROM: dict[Operation, frozenset[PaymentStatus]] = {
     Op.REFUND: frozenset({S.CAPTURED, S.PARTIALLY_REFUNDED}),
     Op.VOID: frozenset({S.PENDING, S.AUTHORIZED}),
     Op.FAIL: frozenset({S.PENDING, S.AUTHORIZED}),
+    Op.CHARGEBACK: frozenset({S.CAPTURED, S.PARTIALLY_REFUNDED}),
 }
 
 TERMINAL: frozenset[PaymentStatus] = frozenset(
@@ -72,9 +78,10 @@ def plan_transition(
 ) -> Transition:
     """What ``operation`` does from ``status``, or ``IllegalTransitionError``. Pure: reads nothing, writes nothing.
 
-    ``amount`` is optional for capture (default: the whole authorised amount; a smaller capture releases the rest),
-    required for refund, and not accepted for the others (a missing or unexpected amount is a ``ValidationError``;
-    an amount the balances do not allow is an ``IllegalTransitionError``).
+    ``amount`` is optional for capture (default: the whole authorised amount; a smaller capture releases the rest)
+    and for chargeback (default: everything still held), required for refund, and not accepted for the others (a
+    missing or unexpected amount is a ``ValidationError``; an amount the balances do not allow is an
+    ``IllegalTransitionError``).
     """
     current = PaymentStatus(status)
     operation = Operation(operation)
@@ -101,6 +108,15 @@ def plan_transition(
         refunded = balances.refunded + refund
         to_status = S.REFUNDED if refunded == balances.captured else S.PARTIALLY_REFUNDED
         return Transition(operation, current, to_status, refund, Balances(balances.amount, balances.captured, refunded))
+
+    if operation is Op.CHARGEBACK:
+        held = balances.captured - balances.refunded
+        charged_back = held if amount is None else validate_amount(amount)
+        if charged_back > held:
+            raise IllegalTransitionError(
+                payment_id, current, operation, f"chargeback of {charged_back} exceeds the {held} still held"
+            )
+        return Transition(operation, current, S.CHARGED_BACK, charged_back, balances)
 
     if amount is not None:
         raise ValidationError("amount", f"{operation} takes no amount")

@@ -1,7 +1,7 @@
 """Benchmarks: the brief's performance targets, measured on both local engines next to raw boto3.
 
     make bench                      # full run: writes tests/benchmarks/results.json and RESULTS.md
-    python -m tests.benchmarks.run --samples 20 --payments 700 --output /tmp/bench   # a quick look
+    python -m tests.benchmarks.run --samples 20 --payments 700 --batch-samples 2 --output /tmp/bench   # a quick look
 
 Each case times the package's call and the same DynamoDB calls made with raw boto3, on the same engine, in the
 same run, and reports p50/p95 and the ratio. Targets are judged on dynalite, whose costs scale like DynamoDB's
@@ -11,10 +11,12 @@ same run, and reports p50/p95 and the ratio. Targets are judged on dynalite, who
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version
@@ -24,6 +26,7 @@ from typing import Any
 import jwt
 
 from payment_examples.aws import dynamodb
+from payment_examples.batch import DEFAULT_MAX_WORKERS, BatchOutcome, BatchPaymentRequest, process_payment_batch
 from payment_examples.clock import SeededIds
 from payment_examples.config import Settings
 from payment_examples.handlers.process import make_handler
@@ -41,7 +44,10 @@ TARGETS_MS = {
     "payment creation (with idempotency)": 50.0,
     "idempotency check (repeat request)": 10.0,
     "one filtered page (50 captured) of a large merchant": 200.0,
+    "batch of 1,000 payments": 5000.0,
 }
+BATCH_SIZE = 1_000
+MAX_BATCH_SAMPLES = 10
 
 
 @dataclass(frozen=True)
@@ -184,6 +190,110 @@ def filtered_page(samples: int, payments: int) -> list[Case]:
     ]  # fmt: skip
 
 
+def payment_batch(samples: int, size: int = BATCH_SIZE) -> list[Case]:
+    """``process_payment_batch`` of ``size`` fresh payments (default workers: one conditional put each, with
+    validation, in-batch duplicate detection and per-item outcomes) against raw boto3 making the same conditional
+    puts of the same items from as many threads. Each sample writes ``size`` payments under fresh keys; no warm-up
+    batch (the earlier cases already opened the clients)."""
+    service, client = PaymentService(), dynamodb()
+    table = service.models.payment.Meta.table_name
+
+    def batch(i: int) -> None:
+        requests = [BatchPaymentRequest("bench-batch", f"batch-{i}-{n}", 1250, "USD", description=f"Order #{n}")
+                    for n in range(size)]  # fmt: skip
+        result = process_payment_batch(requests, service=service)
+        assert result.counts[BatchOutcome.CREATED] == size, result.counts
+
+    # The raw items are the package's (same attributes, so the same index entries), under other keys.
+    first = process_payment_batch([BatchPaymentRequest("bench-batch", "template", 1250, "USD", description="Order #0")])
+    template = client.get_item(TableName=table, Key={"id": {"S": first.items[0].payment_id}})["Item"]
+    created_at = template["created_key"]["S"].split("#")[0]
+
+    def raw_put(item_id: str, n: int) -> None:
+        client.put_item(
+            TableName=table,
+            Item={**template, "id": {"S": item_id}, "idempotency_key": {"S": item_id},
+                  "created_key": {"S": f"{created_at}#{item_id}"}, "description": {"S": f"Order #{n}"}},
+            ConditionExpression="attribute_not_exists(id)",
+        )  # fmt: skip
+
+    def raw_batch(i: int) -> None:
+        with ThreadPoolExecutor(DEFAULT_MAX_WORKERS) as pool:
+            list(pool.map(raw_put, [f"raw-batch-{i}-{n}" for n in range(size)], range(size)))
+
+    return [
+        Case(f"batch of {size:,} payments", measure("package", batch, samples, warmup=0),
+             measure("raw", raw_batch, samples, warmup=0),
+             f"{size:,} conditional PutItem from {DEFAULT_MAX_WORKERS} threads, same items"),
+    ]  # fmt: skip
+
+
+def reconciliation_throughput(rows: int, engine: str) -> dict[str, Any]:
+    """Rows/s of a whole reconciliation run (parse, BatchGetItem, conditional updates and their Transactions,
+    checkpoints, reports) of a generated ``rows``-row file, against raw boto3 making the minimum the same file
+    needs: one consistent BatchGetItem per 100 rows and one conditional UpdateItem per valid row, from as many
+    threads. Each side runs on its own freshly created payments (same scenario shape, other seeds)."""
+    import tempfile
+
+    from payment_examples.reconciliation import LocalReportSink, LocalSource, Reconciler, run_reconciliation
+    from payment_examples.settlement_file import SettlementRow, read_settlement_file
+    from payment_examples.settlement_generator import (
+        SettlementScenario,
+        create_scenario_payments,
+        write_settlement_file,
+    )
+
+    def scenario_file(seed: int) -> str:
+        scenario = SettlementScenario(rows, seed, 0.1)
+        create_scenario_payments(scenario)
+        path = tempfile.mktemp(suffix=".csv")
+        with open(path, "w", newline="") as handle:
+            write_settlement_file(scenario, handle)
+        return path
+
+    package_path, raw_path = scenario_file(1), scenario_file(2)
+    start = time.perf_counter()
+    result = run_reconciliation(LocalSource(package_path), LocalReportSink(tempfile.mkdtemp()),
+                                reconciler=Reconciler(max_workers=DEFAULT_MAX_WORKERS))  # fmt: skip
+    package_s = time.perf_counter() - start
+    assert result.complete and result.rows == rows
+
+    client = dynamodb()
+    table = PaymentService().models.payment.Meta.table_name
+
+    def raw_update(row: SettlementRow) -> None:
+        # an unknown payment fails the condition: the row is reported, nothing written
+        with contextlib.suppress(client.exceptions.ConditionalCheckFailedException):
+            client.update_item(
+                TableName=table, Key={"id": {"S": row.payment_id}}, UpdateExpression="SET settlement_mark = :m",
+                ConditionExpression="attribute_exists(id)",
+                ExpressionAttributeValues={":m": {"S": f"{row.status}#{row.processor_reference}#{row.line}"}},
+            )  # fmt: skip
+
+    start = time.perf_counter()
+    with open(raw_path, "rb") as handle, ThreadPoolExecutor(DEFAULT_MAX_WORKERS) as pool:
+        batch: list[SettlementRow] = []
+        for row, _ in read_settlement_file(handle):
+            if isinstance(row, SettlementRow):
+                batch.append(row)
+            if len(batch) == 100:
+                keys = [{"id": {"S": pid}} for pid in sorted({r.payment_id for r in batch})]
+                client.batch_get_item(RequestItems={table: {"Keys": keys, "ConsistentRead": True}})
+                list(pool.map(raw_update, batch))
+                batch = []
+        if batch:
+            keys = [{"id": {"S": pid}} for pid in sorted({r.payment_id for r in batch})]
+            client.batch_get_item(RequestItems={table: {"Keys": keys, "ConsistentRead": True}})
+            list(pool.map(raw_update, batch))
+    raw_s = time.perf_counter() - start
+    return {
+        "engine": engine, "case": "reconciliation of a settlement file", "rows": rows,
+        "rows_per_s": round(rows / package_s, 1), "raw_rows_per_s": round(rows / raw_s, 1),
+        "ratio": round(package_s / raw_s, 2), "outcomes": result.outcomes,
+        "raw_calls": "BatchGetItem per 100 rows + one conditional UpdateItem per valid row, 8 threads",
+    }  # fmt: skip
+
+
 def environment() -> dict[str, Any]:
     dynalite = json.loads((DYNALITE_DIR / "node_modules" / "dynalite" / "package.json").read_text())["version"]
     return {
@@ -195,7 +305,16 @@ def environment() -> dict[str, Any]:
     }
 
 
-def run(engines: list[str], samples: int, payments: int) -> dict[str, Any]:
+def run(
+    engines: list[str],
+    samples: int,
+    payments: int,
+    batch_samples: int | None = None,
+    batch_size: int = BATCH_SIZE,
+    recon_rows: int = 2_000,
+) -> dict[str, Any]:
+    batch_samples = min(samples, MAX_BATCH_SAMPLES) if batch_samples is None else batch_samples
+    throughput = []
     level = logger.log_level
     logger.setLevel("ERROR")  # a log line per request would be measured too
     try:
@@ -203,10 +322,12 @@ def run(engines: list[str], samples: int, payments: int) -> dict[str, Any]:
         for engine in engines:
             with local_aws(Settings(engine=engine, jwt_secret=SECRET, cursor_secret=SECRET)):
                 cases = creation_and_replay(samples) + filtered_page(samples, payments)
+                cases += payment_batch(batch_samples, batch_size)
                 rows += [case.row(engine) for case in cases]
+                throughput.append(reconciliation_throughput(recon_rows, engine))
     finally:
         logger.setLevel(level)
-    return {"environment": environment(), "results": rows}
+    return {"environment": environment(), "results": rows, "throughput": throughput}
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -229,6 +350,18 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {r['engine']} | {r['case']} | {r['samples']} | {r['p50_ms']} | {r['p95_ms']} | {r['raw_p50_ms']} "
             f"| {r['raw_p95_ms']} | {r['ratio_p50']}x | {r['raw_calls']} | {target} | {met} |"
         )
+    throughput = report.get("throughput", [])
+    if throughput:
+        lines += [
+            "",
+            "| engine | case | rows | rows/s | raw rows/s | time ratio | raw calls |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {t['engine']} | {t['case']} | {t['rows']} | {t['rows_per_s']} | {t['raw_rows_per_s']} | {t['ratio']}x "
+            f"| {t['raw_calls']} |"
+            for t in throughput
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -237,9 +370,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engines", default="moto,dynalite")
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("--payments", type=int, default=10_000, help="payments of the large merchant")
+    parser.add_argument(
+        "--batch-samples", type=int, default=None,
+        help=f"batches timed per engine (default: --samples, at most {MAX_BATCH_SAMPLES}); each writes fresh payments",
+    )  # fmt: skip
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="payments per batch (target: 1,000)")
+    parser.add_argument("--recon-rows", type=int, default=2_000, help="rows of the reconciled settlement file")
     parser.add_argument("--output", type=Path, default=HERE)
     args = parser.parse_args(argv)
-    report = run(args.engines.split(","), args.samples, args.payments)
+    report = run(args.engines.split(","), args.samples, args.payments, args.batch_samples, args.batch_size,
+                 args.recon_rows)  # fmt: skip
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.output / "RESULTS.md").write_text(markdown(report))

@@ -9,7 +9,8 @@ from tests.benchmarks import run
 
 
 def test_runner_measures_every_case_on_both_engines_and_writes_the_report(tmp_path: Path) -> None:
-    assert run.main(["--samples", "3", "--payments", "70", "--output", str(tmp_path)]) == 0
+    args = ["--samples", "3", "--payments", "70", "--batch-samples", "3", "--batch-size", "40", "--recon-rows", "60"]
+    assert run.main([*args, "--output", str(tmp_path)]) == 0
 
     report = json.loads((tmp_path / "results.json").read_text())
     cases = {(r["engine"], r["case"]) for r in report["results"]}
@@ -19,5 +20,10 @@ def test_runner_measures_every_case_on_both_engines_and_writes_the_report(tmp_pa
         assert row["samples"] == 3 and row["p50_ms"] > 0 and row["raw_p50_ms"] > 0 and row["ratio_p50"] > 0
         assert row["p95_ms"] >= row["p50_ms"]
     assert report["environment"]["versions"]["dynalite"]
+    throughput = {t["engine"]: t for t in report["throughput"]}
+    assert set(throughput) == {"moto", "dynalite"}
+    for t in throughput.values():
+        assert t["rows"] == 60 and t["rows_per_s"] > 0 and t["raw_rows_per_s"] > 0
+        assert sum(t["outcomes"].values()) == 60
     markdown = (tmp_path / "RESULTS.md").read_text()
     assert markdown.count("\n| moto |") == markdown.count("\n| dynalite |") == len(cases) // 2

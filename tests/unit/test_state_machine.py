@@ -24,6 +24,8 @@ LEGAL: dict[tuple[PaymentStatus, Operation], PaymentStatus] = {
     (S.AUTHORIZED, Op.FAIL): S.FAILED,
     (S.CAPTURED, Op.REFUND): S.PARTIALLY_REFUNDED,
     (S.PARTIALLY_REFUNDED, Op.REFUND): S.PARTIALLY_REFUNDED,
+    (S.CAPTURED, Op.CHARGEBACK): S.CHARGED_BACK,
+    (S.PARTIALLY_REFUNDED, Op.CHARGEBACK): S.CHARGED_BACK,
 }
 ALL_PAIRS = [(status, op) for status in PaymentStatus for op in Operation]
 
@@ -36,6 +38,7 @@ PATH: dict[PaymentStatus, list[tuple[Operation, int]]] = {
     S.REFUNDED: [(Op.AUTHORIZE, 0), (Op.CAPTURE, 0), (Op.REFUND, AMOUNT)],
     S.VOIDED: [(Op.VOID, 0)],
     S.FAILED: [(Op.FAIL, 0)],
+    S.CHARGED_BACK: [(Op.AUTHORIZE, 0), (Op.CAPTURE, 0), (Op.CHARGEBACK, 0)],
 }
 # Balances a payment has in each status after PATH (REFUNDED: one refund of the whole amount).
 BALANCES: dict[PaymentStatus, Balances] = {
@@ -46,6 +49,7 @@ BALANCES: dict[PaymentStatus, Balances] = {
     S.REFUNDED: Balances(AMOUNT, AMOUNT, AMOUNT),
     S.VOIDED: Balances(AMOUNT),
     S.FAILED: Balances(AMOUNT),
+    S.CHARGED_BACK: Balances(AMOUNT, AMOUNT),
 }
 
 
@@ -64,7 +68,7 @@ def payment_in(service: PaymentService, status: PaymentStatus) -> Payment:
 
 
 def test_terminal_statuses() -> None:
-    assert {S.REFUNDED, S.VOIDED, S.FAILED} == TERMINAL
+    assert {S.REFUNDED, S.VOIDED, S.FAILED, S.CHARGED_BACK} == TERMINAL
 
 
 @pytest.mark.parametrize(("status", "op"), ALL_PAIRS, ids=[f"{s}-{o}" for s, o in ALL_PAIRS])
@@ -78,7 +82,7 @@ def test_plan_transition(status: PaymentStatus, op: Operation) -> None:
         return
     plan = plan_transition("p", status.value, balances, op, amount)
     assert (plan.from_status, plan.to_status, plan.operation) == (status, LEGAL[status, op], op)
-    expected_moved = REFUND if op is Op.REFUND else AMOUNT
+    expected_moved = {Op.REFUND: REFUND, Op.CHARGEBACK: AMOUNT - balances.refunded}.get(op, AMOUNT)
     assert plan.amount == expected_moved
 
 
@@ -115,6 +119,7 @@ def test_plan_balances_after_capture_and_refunds() -> None:
         ("captured", Balances(1000, 1000), Op.REFUND, 1001),  # more than captured
         ("partially_refunded", Balances(1000, 1000, 900), Op.REFUND, 101),  # more than remains
         ("captured", Balances(1000, 600), Op.REFUND, 601),  # capped by a partial capture
+        ("partially_refunded", Balances(1000, 1000, 300), Op.CHARGEBACK, 701),  # more than is still held
     ],
 )
 def test_plan_rejects_bad_amounts(status: str, balances: Balances, op: Operation, amount: int | None) -> None:
@@ -151,3 +156,10 @@ def test_plan_validates_refund_amount(amount: object) -> None:
 def test_plan_rejects_unknown_status() -> None:
     with pytest.raises(ValueError):
         plan_transition("p", "settled", Balances(1000), Op.AUTHORIZE)
+
+
+def test_chargeback_takes_what_is_still_held_or_a_smaller_amount() -> None:
+    whole = plan_transition("p", "partially_refunded", Balances(1000, 1000, 300), Op.CHARGEBACK)
+    assert (whole.to_status, whole.amount, whole.balances) == (S.CHARGED_BACK, 700, Balances(1000, 1000, 300))
+    part = plan_transition("p", "captured", Balances(1000, 1000), Op.CHARGEBACK, 400)
+    assert part.amount == 400
