@@ -168,25 +168,27 @@ class SettlementScenario:
             return [payment_id, merchant, str(row_amount), row_currency, status, settled, reference]
 
         half = max(1, amount // 2)
-        plan: dict[str, tuple[PaymentSpec | None, int, str, str]] = {
-            "capture": (spec(S.AUTHORIZED), amount, "settled", "applied"),
-            "capture_partial": (spec(S.AUTHORIZED), half, "settled", "applied"),
-            "match_capture": (spec(S.CAPTURED, amount), amount, "settled", "matched"),
-            "refund": (spec(S.CAPTURED, amount), half, "refunded", "applied"),
-            "match_refund": (spec(S.PARTIALLY_REFUNDED, amount, half), half, "refunded", "matched"),
-            "chargeback": (spec(S.CAPTURED, amount), amount, "chargeback", "applied"),
-            "match_chargeback": (spec(S.CHARGED_BACK, amount), amount, "chargeback", "matched"),
-            "fail": (spec(S.PENDING), amount, "failed", "applied"),
-            "match_fail": (spec(S.FAILED), amount, "failed", "matched"),
+        # kind -> (payment status, captured, refunded, owner or None for no payment), row amount, row status, outcome
+        plan: dict[str, tuple[tuple | None, int, str, str]] = {
+            "capture": ((S.AUTHORIZED, 0, 0, merchant), amount, "settled", "applied"),
+            "capture_partial": ((S.AUTHORIZED, 0, 0, merchant), half, "settled", "applied"),
+            "match_capture": ((S.CAPTURED, amount, 0, merchant), amount, "settled", "matched"),
+            "refund": ((S.CAPTURED, amount, 0, merchant), half, "refunded", "applied"),
+            "match_refund": ((S.PARTIALLY_REFUNDED, amount, half, merchant), half, "refunded", "matched"),
+            "chargeback": ((S.CAPTURED, amount, 0, merchant), amount, "chargeback", "applied"),
+            "match_chargeback": ((S.CHARGED_BACK, amount, 0, merchant), amount, "chargeback", "matched"),
+            "fail": ((S.PENDING, 0, 0, merchant), amount, "failed", "applied"),
+            "match_fail": ((S.FAILED, 0, 0, merchant), amount, "failed", "matched"),
             "unknown_payment": (None, amount, "settled", "unknown_payment"),
-            "merchant_mismatch": (spec(S.AUTHORIZED, owner=self._other(merchant)), amount, "settled",
+            "merchant_mismatch": ((S.AUTHORIZED, 0, 0, self._other(merchant)), amount, "settled",
                                   "merchant_mismatch"),
-            "currency_mismatch": (spec(S.AUTHORIZED), amount, "settled", "currency_mismatch"),
-            "amount_mismatch": (spec(S.AUTHORIZED), amount + 1, "settled", "amount_mismatch"),
-            "illegal_transition": (spec(S.VOIDED), amount, "settled", "illegal_transition"),
-            "invalid_row": (spec(S.AUTHORIZED), amount, "settled", "invalid_row"),
+            "currency_mismatch": ((S.AUTHORIZED, 0, 0, merchant), amount, "settled", "currency_mismatch"),
+            "amount_mismatch": ((S.AUTHORIZED, 0, 0, merchant), amount + 1, "settled", "amount_mismatch"),
+            "illegal_transition": ((S.VOIDED, 0, 0, merchant), amount, "settled", "illegal_transition"),
+            "invalid_row": ((S.AUTHORIZED, 0, 0, merchant), amount, "settled", "invalid_row"),
         }  # fmt: skip
-        payment, row_amount, status, outcome = plan[kind]
+        state, row_amount, status, outcome = plan[kind]
+        payment = spec(state[0], state[1], state[2], owner=state[3]) if state else None
         payment_id = payment.id if payment else payment_id_for(merchant, f"never-created-{self.seed}-{i}")
         row_currency = ("JPY" if currency != "JPY" else "USD") if kind == "currency_mismatch" else currency
         fields = row(payment_id, row_amount, status, row_currency)
