@@ -339,16 +339,14 @@ class RunStore:
             old = error.response.get("Item") or self.client.get_item(
                 TableName=self.table, Key={"pk": item["pk"], "sk": item["sk"]}, ConsistentRead=True
             ).get("Item")  # engines without ALL_OLD (dynalite) read it
-        return {"file_id": file.file_id, "line": int(old["line"]["N"]), "outcome": old["outcome"]["S"]}
+        return _row_record(file, old)
 
     def row_item(self, file: SettlementFile, row: SettlementRow) -> dict[str, Any] | None:
         item = self.client.get_item(
             TableName=self.table, Key={"pk": self._pk(file), "sk": {"S": f"row#{row_digest(row)}"}},
             ConsistentRead=True,
         ).get("Item")  # fmt: skip
-        if item is None:
-            return None
-        return {"file_id": file.file_id, "line": int(item["line"]["N"]), "outcome": item["outcome"]["S"]}
+        return _row_record(file, item) if item is not None else None
 
     def _query(self, file: SettlementFile, prefix: str) -> Iterator[dict[str, Any]]:
         request = {
@@ -379,13 +377,23 @@ class RunStore:
             _batch_write(self.client, self.table, requests[start : start + 25])
 
 
+def _row_record(file: SettlementFile, item: dict[str, Any]) -> dict[str, Any]:
+    """A ``row#`` item as a mark (the shape ``_earlier`` reads)."""
+    return {"file_id": file.file_id, "line": int(item["line"]["N"]), "outcome": item["outcome"]["S"]}
+
+
+def _backoff(attempt: int) -> float:
+    """Seconds before asking again for what a batch call left unprocessed."""
+    return min(2.0, 0.05 * 2**attempt)
+
+
 def _batch_write(client: Any, table: str, requests: list[dict], attempts: int = 8) -> None:
     for attempt in range(attempts):
         unprocessed = client.batch_write_item(RequestItems={table: requests}).get("UnprocessedItems", {})
         requests = unprocessed.get(table, [])
         if not requests:
             return
-        time.sleep(min(2.0, 0.05 * 2**attempt))
+        time.sleep(_backoff(attempt))
     raise ReconciliationError(f"BatchWriteItem left {len(requests)} items unprocessed after {attempts} attempts")
 
 
@@ -490,7 +498,7 @@ class Reconciler:
                 keys = response.get("UnprocessedKeys", {}).get(table, {}).get("Keys", [])
                 if not keys:
                     break
-                self._sleep(min(2.0, 0.05 * 2**attempt))  # throttled: back off, then ask for the rest
+                self._sleep(_backoff(attempt))  # throttled: back off, then ask for the rest
             else:
                 raise ReconciliationError(f"BatchGetItem left {len(keys)} keys unprocessed after 10 attempts")
         return found
@@ -817,13 +825,15 @@ def _account(state: dict[str, Any], rows: list[ParsedRow], results: list[RowResu
             settled = row.settled_at.astimezone(UTC).isoformat()
             if latest is None or settled > latest:
                 state["latest_settled_at"] = settled
-            amounts = state["amounts"].setdefault(
-                row.currency, {"matched": 0, "applied": 0, "disputed": 0, "missing_in_file": 0}
-            )
+            amounts = _currency_amounts(state, row.currency)
             if result.outcome in RECONCILED:
                 amounts[result.outcome.value] += row.amount
             elif result.outcome in DISPUTED:
                 amounts["disputed"] += row.amount
+
+
+def _currency_amounts(state: dict[str, Any], currency: str) -> dict[str, int]:
+    return state["amounts"].setdefault(currency, {"matched": 0, "applied": 0, "disputed": 0, "missing_in_file": 0})
 
 
 EXCEPTION_COLUMNS = ("line", "payment_id", "merchant_id", "outcome", "detail", "amount", "currency")
@@ -850,10 +860,7 @@ def _finish(source, sink: ReportSink, reconciler: Reconciler, state: dict[str, A
             for payment in reconciler.missing_in_file(file, datetime.fromisoformat(latest)):
                 missing += 1
                 amount = int(payment.captured_amount)
-                amounts = state["amounts"].setdefault(
-                    payment.currency, {"matched": 0, "applied": 0, "disputed": 0, "missing_in_file": 0}
-                )
-                amounts["missing_in_file"] += amount
+                _currency_amounts(state, payment.currency)["missing_in_file"] += amount
                 writer.writerow({"payment_id": payment.id, "merchant_id": payment.merchant_id,
                                  "outcome": "missing_in_file", "amount": amount, "currency": payment.currency,
                                  "detail": f"captured {payment.created_at.isoformat()}, not in the file"})  # fmt: skip
