@@ -28,9 +28,13 @@ lint: setup
 test: setup lint
 	$(BIN)/python -m pytest tests notebooks --nbval --nbval-sanitize-with notebooks/sanitize.cfg
 
-# The main job: run every notebook on the embedded engine into reports/ (executed .ipynb and .html).
+# The main job: run every notebook on the embedded engine into reports/ (executed .ipynb, .html, every chart as a
+# PNG, and reports/index.html, whose path it prints last). A failed notebook fails the target, naming the cell.
+# SCENARIOS=notebooks/params/scenarios.yaml also renders that file's notebook once per scenario, with a comparison
+# chart (reports/scenarios/).
 reports: setup
-	$(BIN)/payment-examples reports --params notebooks/params/report.yaml --output reports
+	$(BIN)/payment-examples reports --params notebooks/params/report.yaml --output reports \
+		$(if $(SCENARIOS),--scenarios $(SCENARIOS))
 
 # Performance against the brief's targets on moto and dynalite, next to raw boto3 (writes tests/benchmarks/).
 bench: setup

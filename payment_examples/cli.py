@@ -20,6 +20,26 @@ def _positive(text: str) -> int:
     return value
 
 
+def _natural(text: str) -> int:
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {text}")
+    return value
+
+
 def _rate(text: str) -> float:
     try:
         value = float(text)
@@ -60,8 +80,50 @@ def _create_tables(args: argparse.Namespace) -> int:
 def _reports(args: argparse.Namespace) -> int:
     from payment_examples.reports import run_notebooks
 
-    for path in run_notebooks(args.notebooks, args.output, params_file=args.params, html=not args.no_html):
-        print(path)
+    run = run_notebooks(
+        args.notebooks, args.output, params_file=args.params, html=not args.no_html,
+        scenarios_file=args.scenarios, raise_on_failure=False,
+    )  # fmt: skip
+    for failed in run.failed:
+        partial = f" (partial output: {failed.html or failed.notebook})" if failed.notebook else ""
+        print(f"payment-examples: notebook failed: {failed.failure}{partial}", file=sys.stderr)
+    print(f"{len(run.reports)} notebooks, {len(run.scenarios)} scenario runs, {len(run.failures)} failed")
+    print(run.index)
+    return 1 if run.failures else 0
+
+
+def _cost(args: argparse.Namespace) -> int:
+    import json
+    import secrets
+
+    from payment_examples.config import Settings
+    from payment_examples.cost_workload import measure_workload
+    from payment_examples.local import local_aws
+    from payment_examples.logs import log_level
+    from payment_examples.utils.cost import CostEstimator, Pricing
+
+    estimator = CostEstimator(Pricing.load(args.region))  # an unknown region fails before the engine starts
+    # Always a fresh embedded engine: the workload writes payments, so it never runs against a real account.
+    settings = Settings(region="us-east-1", table_prefix="cost-", cursor_secret=secrets.token_hex(32))
+    with log_level("ERROR"), local_aws(settings):
+        measured = measure_workload(args.measure_payments)
+    metrics = measured.metrics(
+        args.payments_per_month,
+        reads_per_payment=args.reads_per_payment,
+        retention_months=args.retention_months,
+        table_class=args.table_class,
+        lambda_memory_mb=args.lambda_memory,
+        lambda_architecture=args.architecture,
+    )
+    breakdown = estimator.estimate_monthly(metrics)
+    if args.format == "json":
+        print(json.dumps(breakdown.to_dict(), indent=1, default=str))
+    else:
+        print(
+            f"{args.payments_per_month:,} payments/month in {breakdown.region} (prices checked "
+            f"{breakdown.prices_checked_on}; DynamoDB units measured on {args.measure_payments} payments)"
+        )
+        print(breakdown.table())
     return 0
 
 
@@ -192,7 +254,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     reports.add_argument("--output", default="reports", help="output folder (default: reports)")
     reports.add_argument("--params", default=None, help="YAML file of parameters (top level: all notebooks)")
     reports.add_argument("--no-html", action="store_true", help="write executed notebooks only")
+    reports.add_argument("--scenarios", default=None, help="YAML file: one notebook rendered once per scenario")
     reports.set_defaults(run=_reports)
+
+    cost = commands.add_parser(
+        "cost", help="estimate the monthly AWS bill, from DynamoDB units measured on the embedded engine"
+    )
+    cost.add_argument("--payments-per-month", type=_natural, required=True)
+    cost.add_argument("--region", default="us-east-1", help="a region with data/pricing/<region>.json")
+    cost.add_argument("--format", choices=("table", "json"), default="table")
+    cost.add_argument("--reads-per-payment", type=_non_negative, default=2.0, help="GET /payments/{id} per payment")
+    cost.add_argument("--retention-months", type=_positive, default=12)
+    cost.add_argument("--table-class", choices=("standard", "standard_ia"), default="standard")
+    cost.add_argument("--lambda-memory", type=_positive, default=512, help="MB (128..10240)")
+    cost.add_argument("--architecture", choices=("arm64", "x86_64"), default="arm64")
+    cost.add_argument("--measure-payments", type=_positive, default=20, help="payments in the measured run")
+    cost.set_defaults(run=_cost)
 
     gen = commands.add_parser(
         "gen-settlement", help="write a seeded settlement file with discrepancies, and its answers"

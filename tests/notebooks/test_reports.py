@@ -1,24 +1,42 @@
-"""The main job's machinery: every notebook runs under papermill with the CI parameters into a separate folder,
-without errors, and is rendered to HTML; bad parameter files and unsafe output folders are refused."""
+"""The main job's machinery: every notebook runs under papermill into a separate folder and is rendered to HTML, its
+charts written as PNG files, and an index page links them all; a failing notebook is named with its cell while the
+others' reports are still written; the cost notebook can run once per scenario with a comparison chart; parameter
+and scenario files are checked against the notebooks' parameters cells before anything runs.
+
+Apart from the run of the real notebooks and the checks of the real parameter files, the notebooks are tiny
+synthetic ones written into tmp_path."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from html.parser import HTMLParser
 from pathlib import Path
 
 import nbformat
 import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from payment_examples.cli import main
+from payment_examples.clock import FixedClock
 from payment_examples.errors import ConfigurationError
-from payment_examples.reports import load_params, run_notebooks
+from payment_examples.report_index import PNG_SIGNATURE, read_headline
+from payment_examples.reports import (
+    NotebookRunError,
+    check_parameters,
+    load_params,
+    load_scenarios,
+    run_notebooks,
+)
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+RUN_AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 def test_every_notebook_runs_with_ci_parameters(tmp_path: Path) -> None:
-    written = run_notebooks(NOTEBOOKS, tmp_path, params_file=NOTEBOOKS / "params" / "ci.yaml")
+    run = run_notebooks(NOTEBOOKS, tmp_path, params_file=NOTEBOOKS / "params" / "ci.yaml", progress=False)
 
     sources = sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
-    assert sorted(p.name for p in written if p.suffix == ".ipynb") == sources
+    assert sorted(p.name for p in run.written if p.suffix == ".ipynb") == sources
     for source in sources:
         executed = nbformat.read(tmp_path / source, as_version=4)
         code = [cell for cell in executed.cells if cell.cell_type == "code"]
@@ -29,6 +47,307 @@ def test_every_notebook_runs_with_ci_parameters(tmp_path: Path) -> None:
         assert len(injected) == 1
         html = (tmp_path / source).with_suffix(".html").read_text()
         assert "<html" in html and len(html) > 10_000
+    assert not run.failures
+    assert all(report.headline and report.headline.text for report in run.reports)
+    assert run.index == tmp_path / "index.html" and run.index.is_file()
+
+
+# -- synthetic notebooks ---------------------------------------------------------------------------------------------
+
+
+def _write_notebook(path: Path, *cells: nbformat.NotebookNode) -> Path:
+    kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(new_notebook(cells=list(cells), metadata={"kernelspec": kernelspec}), path)
+    return path
+
+
+def _parameters(source: str) -> nbformat.NotebookNode:
+    return new_code_cell(source, metadata={"tags": ["parameters"]})
+
+
+def _headline(source: str) -> nbformat.NotebookNode:
+    return new_code_cell(source, metadata={"tags": ["headline"]})
+
+
+def _charts(folder: Path) -> Path:
+    """Two matplotlib charts and a printed headline; the title needs escaping."""
+    return _write_notebook(
+        folder / "alpha.ipynb",
+        new_markdown_cell("# Alpha <chart> & co\n\nTwo charts."),
+        _parameters("n = 1"),
+        new_code_cell(
+            "import matplotlib.pyplot as plt\n"
+            "plt.plot([0, n], [0, n])\nplt.show()\n"
+            "plt.bar(['a', 'b'], [n, 2])\nplt.show()"
+        ),
+        _headline('print(f"alpha total {n * 2}")'),
+    )
+
+
+def _cost(folder: Path) -> Path:
+    """A headline that displays the JSON mimebundle of the contract (values and breakdown), and one chart."""
+    return _write_notebook(
+        folder / "cost.ipynb",
+        new_markdown_cell("# Cost"),
+        _parameters("payments_per_month = 1000\nprice_per_million = 2.0"),
+        new_code_cell("import matplotlib.pyplot as plt\nplt.plot([0, 1], [0, payments_per_month])\nplt.show()"),
+        _headline(
+            "from IPython.display import display\n"
+            "writes = payments_per_month * price_per_million / 1e6\n"
+            "reads = writes / 2\n"
+            'display({"application/json": {"values": {"monthly cost": writes + reads, "payments": payments_per_month},'
+            ' "breakdown": {"writes": writes, "reads": reads}}, "text/plain": f"monthly cost {writes + reads:.2f}"},'
+            " raw=True)"
+        ),
+    )
+
+
+def _broken(folder: Path) -> Path:
+    return _write_notebook(
+        folder / "broken.ipynb",
+        new_markdown_cell("# Broken"),
+        _parameters("x = 1"),
+        new_code_cell("y = x + 1"),
+        new_code_cell('raise ValueError(f"boom {y}")'),
+        _headline('print("never reached")'),
+    )
+
+
+class _Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.hrefs: list[str] = []
+        self.images: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if tag == "a" and values.get("href"):
+            self.hrefs.append(str(values["href"]))
+        if tag == "img" and values.get("src"):
+            self.images.append(str(values["src"]))
+
+
+def _links(index: Path) -> _Links:
+    parser = _Links()
+    parser.feed(index.read_text(encoding="utf-8"))
+    return parser
+
+
+def _yaml(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+# -- the index and the PNG files -------------------------------------------------------------------------------------
+
+
+def test_the_index_links_every_notebook_and_every_png_it_shows_exists(tmp_path: Path) -> None:
+    sources = tmp_path / "nbs"
+    sources.mkdir()
+    _charts(sources), _cost(sources)
+    params = _yaml(tmp_path / "params.yaml", "alpha:\n  n: 5\ncost:\n  price_per_million: 4.0\n")
+    output = tmp_path / "reports"
+
+    run = run_notebooks(sources, output, params_file=params, clock=FixedClock(RUN_AT), progress=False)
+
+    assert run.index == output / "index.html" and not run.failures
+    links = _links(run.index)
+    assert {"alpha.html", "cost.html"} <= set(links.hrefs)
+    for link in [*links.hrefs, *links.images]:
+        assert (output / link).is_file(), link
+    # every chart of every notebook is a PNG file, numbered in output order, and shown as a thumbnail
+    pngs = sorted(p.relative_to(output).as_posix() for p in output.rglob("*.png"))
+    assert pngs == ["alpha/figure-1.png", "alpha/figure-2.png", "cost/figure-1.png"]
+    assert sorted(set(links.images)) == pngs
+    assert all((output / png).read_bytes().startswith(PNG_SIGNATURE) for png in pngs)
+    assert all((output / png).stat().st_size > 1_000 for png in pngs)
+    page = run.index.read_text(encoding="utf-8")
+    assert "2026-01-02 03:04:05 UTC" in page
+    assert "Alpha &lt;chart&gt; &amp; co" in page and "<chart>" not in page
+    assert "alpha total 10" in page  # the headline, computed with the parameters file's n = 5
+    alpha, cost = run.reports
+    assert alpha.headline and alpha.headline.text == "alpha total 10" and alpha.parameters == {"n": 5}
+    assert cost.headline and cost.headline.values == {"monthly cost": 0.006, "payments": 1000}
+    assert cost.headline.breakdown == {"reads": 0.002, "writes": 0.004}
+    assert set(run.written) >= {output / "alpha.ipynb", output / "alpha.html", output / "alpha" / "figure-2.png"}
+
+
+# -- a notebook that fails -------------------------------------------------------------------------------------------
+
+
+def test_a_failing_notebook_is_named_with_its_cell_and_the_others_are_still_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sources = tmp_path / "nbs"
+    sources.mkdir()
+    _broken(sources), _charts(sources)
+    output = tmp_path / "reports"
+
+    code = main(["reports", "--notebooks", str(sources), "--output", str(output)])
+
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "notebook failed: broken in cell 3 (execution count 3: `raise ValueError" in err
+    assert "ValueError: boom 2" in err and f"partial output: {output / 'broken.html'}" in err
+    assert out.splitlines()[-1] == str(output / "index.html")
+    # the other notebook's reports, the failed one's partial output, and the index are all written
+    assert (output / "alpha.html").is_file() and (output / "alpha" / "figure-1.png").is_file()
+    partial = nbformat.read(output / "broken.ipynb", as_version=4)
+    assert [o.ename for c in partial.cells if c.cell_type == "code" for o in c.outputs if "ename" in o] == [
+        "ValueError"
+    ]
+    links = _links(output / "index.html")
+    assert {"alpha.html", "broken.html"} <= set(links.hrefs)
+    page = (output / "index.html").read_text(encoding="utf-8")
+    assert '<article class="card failed" id="broken">' in page and "ValueError: boom 2" in page
+    assert '<article class="card ok" id="alpha">' in page
+
+
+def test_run_notebooks_raises_naming_the_notebook_and_cell_after_writing_the_index(tmp_path: Path) -> None:
+    sources = tmp_path / "nbs"
+    sources.mkdir()
+    _broken(sources)
+
+    with pytest.raises(NotebookRunError, match=r"broken in cell 3 \(execution count 3.*ValueError: boom 2") as error:
+        run_notebooks(sources, tmp_path / "reports", progress=False)
+
+    run = error.value.run
+    assert [f.cell_index for f in run.failures] == [3] and run.failures[0].ename == "ValueError"
+    assert run.index.is_file() and "card failed" in run.index.read_text(encoding="utf-8")
+    assert (tmp_path / "reports" / "broken.html").is_file()
+
+
+# -- scenarios -------------------------------------------------------------------------------------------------------
+
+
+def test_each_scenario_is_rendered_and_compared_on_the_index(tmp_path: Path) -> None:
+    sources = tmp_path / "nbs"
+    sources.mkdir()
+    _cost(sources)
+    params = _yaml(tmp_path / "params.yaml", "cost:\n  price_per_million: 4.0\n")
+    scenarios = _yaml(
+        tmp_path / "scenarios.yaml",
+        "notebook: cost\nscenarios:\n  small: {payments_per_month: 1000000}\n  big: {payments_per_month: 3000000}\n",
+    )
+    output = tmp_path / "reports"
+
+    run = run_notebooks(sources, output, params_file=params, scenarios_file=scenarios, progress=False)
+
+    assert not run.failures
+    assert [r.scenario for r in run.scenarios] == ["small", "big"]  # file order, not sorted
+    for name, payments in [("small", 1_000_000), ("big", 3_000_000)]:
+        executed = output / "scenarios" / f"cost-{name}.ipynb"
+        assert executed.is_file() and executed.with_suffix(".html").is_file()
+        assert (output / "scenarios" / f"cost-{name}" / "figure-1.png").read_bytes().startswith(PNG_SIGNATURE)
+        injected = next(
+            c
+            for c in nbformat.read(executed, as_version=4).cells
+            if "injected-parameters" in c.metadata.get("tags", [])
+        )
+        assert f"payments_per_month = {payments}" in injected.source and "price_per_million = 4.0" in injected.source
+    small, big = (r.headline for r in run.scenarios)
+    assert small and small.breakdown == {"reads": 2.0, "writes": 4.0} and small.values["monthly cost"] == 6.0
+    assert big and big.breakdown == {"reads": 6.0, "writes": 12.0} and big.values["monthly cost"] == 18.0
+    # the notebook's own run is still there, with the parameters file only
+    assert run.reports[0].headline and run.reports[0].headline.values["monthly cost"] == pytest.approx(0.006)
+    assert run.comparison == output / "scenarios" / "cost-comparison.png"
+    assert run.comparison.read_bytes().startswith(PNG_SIGNATURE)
+    links = _links(run.index)
+    assert "scenarios/cost-comparison.png" in links.images
+    assert {"scenarios/cost-small.html", "scenarios/cost-big.html"} <= set(links.hrefs)
+    page = run.index.read_text(encoding="utf-8")
+    table = page[page.index('<h2 id="scenarios">') :]
+    assert table.index("<td>small</td>") < table.index("<td>big</td>")
+    assert '<td class="num">6</td>' in table and '<td class="num">18</td>' in table
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("- just\n- a list\n", "expected a mapping with 'notebook' and 'scenarios'"),
+        ("scenarios:\n  a: {x: 1}\n", "'notebook' is missing"),
+        ("notebook: [cost]\nscenarios:\n  a: {x: 1}\n", "'notebook' is missing"),
+        ("notebook: cost\n", "'scenarios' is missing or empty"),
+        ("notebook: cost\nscenarios: {}\n", "'scenarios' is missing or empty"),
+        ("notebook: cost\nscenarios: [a, b]\n", "'scenarios' is missing or empty"),
+        ("notebook: cost\nscenarios:\n  small: 3\n", "scenario small must be a mapping of parameters"),
+        ("notebook: cost\nscenarios:\n  small:\n", "scenario small must be a mapping of parameters"),
+        ("notebook: cost\nscenarios:\n  a/b: {}\n", "scenario name 'a/b' is not filename-safe"),
+        ("notebook: cost\nscenarios:\n  ../up: {}\n", "scenario name '../up' is not filename-safe"),
+        ("notebook: cost\nscenarios:\n  two words: {}\n", "scenario name 'two words' is not filename-safe"),
+        ("notebook: cost\nscenario:\n  a: {}\n", "unknown key\\(s\\) scenario"),
+        ("notebook: cost\nscenarios: {a: {x: 1}\n", "not valid YAML"),
+    ],
+)
+def test_malformed_scenario_files_are_refused(tmp_path: Path, content: str, message: str) -> None:
+    path = _yaml(tmp_path / "scenarios.yaml", content)
+    with pytest.raises(ConfigurationError, match=message) as error:
+        load_scenarios(path)
+    assert str(path) in str(error.value)
+
+
+def test_a_scenario_file_naming_an_unknown_notebook_or_parameter_is_refused_before_anything_runs(
+    tmp_path: Path,
+) -> None:
+    sources = tmp_path / "nbs"
+    sources.mkdir()
+    _cost(sources)
+    output = tmp_path / "reports"
+    unknown_notebook = _yaml(tmp_path / "a.yaml", "notebook: costs\nscenarios:\n  small: {payments_per_month: 1}\n")
+    unknown_key = _yaml(tmp_path / "b.yaml", "notebook: cost\nscenarios:\n  small: {payments_per_mnth: 1}\n")
+
+    with pytest.raises(ConfigurationError, match=r"a\.yaml: notebook 'costs' does not exist"):
+        run_notebooks(sources, output, scenarios_file=unknown_notebook, progress=False)
+    with pytest.raises(ConfigurationError, match=r"b\.yaml \(scenario small\): notebook cost has no parameter "):
+        run_notebooks(sources, output, scenarios_file=unknown_key, progress=False)
+    assert not output.exists()
+
+
+# -- parameters ------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            "alpha:\n  m: 5\n",
+            r"params\.yaml: notebook alpha has no parameter 'm' in its parameters cell \(it declares: n\)",
+        ),
+        ("default:\n  n: 5\n", r"params\.yaml \(default\): notebook cost has no parameter 'n'"),
+        ("alpah:\n  n: 5\n", r"params\.yaml: no notebook named 'alpah'"),
+    ],
+)
+def test_unknown_parameter_keys_are_refused_before_anything_runs(tmp_path: Path, content: str, message: str) -> None:
+    sources = tmp_path / "nbs"
+    sources.mkdir()
+    _charts(sources), _cost(sources)
+    output = tmp_path / "reports"
+
+    with pytest.raises(ConfigurationError, match=message):
+        run_notebooks(sources, output, params_file=_yaml(tmp_path / "params.yaml", content), progress=False)
+    assert not output.exists()
+
+
+@pytest.mark.parametrize("name", ["ci.yaml", "report.yaml"])
+def test_the_parameter_files_name_only_parameters_of_the_real_notebooks(name: str) -> None:
+    params = load_params(NOTEBOOKS / "params" / name)
+    assert params  # a file that names nothing would check nothing
+    check_parameters(sorted(NOTEBOOKS.glob("*.ipynb")), params, origin=name)
+
+
+def test_the_scenario_file_names_a_real_notebook_and_only_its_parameters() -> None:
+    scenarios = load_scenarios(NOTEBOOKS / "params" / "scenarios.yaml")
+    assert list(scenarios.scenarios) == ["100k", "1M", "10M"]
+    check_parameters(sorted(NOTEBOOKS.glob("*.ipynb")), {}, scenarios)
+
+
+def test_every_real_notebook_marks_one_headline_cell_with_output() -> None:
+    for path in sorted(NOTEBOOKS.glob("*.ipynb")):
+        notebook = nbformat.read(path, as_version=4)
+        tagged = [c for c in notebook.cells if "headline" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1 and tagged[0].cell_type == "code", path.name
+        headline = read_headline(notebook, path.stem)
+        assert headline and headline.text, path.name
 
 
 def test_output_folder_must_not_be_the_sources() -> None:
