@@ -52,10 +52,19 @@ def _local(args: argparse.Namespace) -> int:
 
 
 def _create_tables(args: argparse.Namespace) -> int:
+    from payment_examples.config import get_settings
+    from payment_examples.encryption import create_kms_key
     from payment_examples.models import create_tables
 
     for name in create_tables():
         print(name)
+    settings = get_settings()
+    if settings.kms_key_id:
+        print(f"field encryption: KMS key {settings.kms_key_id}")
+    elif settings.mode == "aws":
+        print("field encryption: set PAYMENT_KMS_KEY_ID to the KMS key of customer and card data", file=sys.stderr)
+    else:  # a local endpoint: create (or find) the key, and say how to use it
+        print(f"field encryption: export PAYMENT_KMS_KEY_ID={create_kms_key(settings)}")
     return 0
 
 

@@ -55,6 +55,12 @@ class Settings:
     recon_report_prefix: str = "reconciliation-reports/"  # S3 prefix of the reports, in the input's bucket
     recon_safety_ms: int = 10_000  # stop and checkpoint when a Lambda has less time left than this
     recon_grace_days: int = 2  # captured payments younger than this at the file's end are not missing_in_file
+    # Field encryption (encryption.py, customers.py): the KMS key that wraps data keys, and the versioned roots of
+    # the keyed hashes (blind index, card fingerprint, field signatures): "v1:<base64>,v2:<base64>", at least 32
+    # bytes each; the current version (default: the last) signs and indexes new writes.
+    kms_key_id: str | None = None
+    field_keys: str | None = field(default=None, repr=False)
+    field_key_version: str | None = None
 
     def __post_init__(self) -> None:
         if not self.region or not re.fullmatch(r"[a-z0-9-]+", self.region):
@@ -80,6 +86,12 @@ class Settings:
             raise ConfigurationError("PAYMENT_RECON_SAFETY_MS must not be negative")
         if not 0 <= self.recon_grace_days <= 366:
             raise ConfigurationError("PAYMENT_RECON_GRACE_DAYS must be between 0 and 366")
+        if self.field_keys is not None:
+            from payment_examples.encryption import Keyring
+
+            Keyring.parse(self.field_keys, self.field_key_version)  # refuses short, malformed or unknown versions
+        elif self.field_key_version is not None:
+            raise ConfigurationError("PAYMENT_FIELD_KEY_VERSION is set but PAYMENT_FIELD_KEYS is not")
         if self.use_aws and self.endpoint_url:
             raise ConfigurationError("PAYMENT_USE_AWS=1 and an endpoint URL are both set; choose one")
 
@@ -120,6 +132,9 @@ class Settings:
             recon_report_prefix=env.get("PAYMENT_RECON_REPORT_PREFIX") or "reconciliation-reports/",
             recon_safety_ms=_integer(env, "PAYMENT_RECON_SAFETY_MS", 10_000),
             recon_grace_days=_integer(env, "PAYMENT_RECON_GRACE_DAYS", 2),
+            kms_key_id=env.get("PAYMENT_KMS_KEY_ID") or None,
+            field_keys=env.get("PAYMENT_FIELD_KEYS") or None,
+            field_key_version=env.get("PAYMENT_FIELD_KEY_VERSION") or None,
         )
 
 

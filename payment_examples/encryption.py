@@ -272,3 +272,44 @@ def _provider(key_ids: list[str], factory: Callable[[str], Any], on_kms_call: Ca
 
     regions = sorted({key.split(":")[3] for key in key_ids if key.startswith("arn:")})
     return Provider(key_ids=key_ids, **({"region_names": regions} if regions else {}))
+
+
+def create_kms_key(settings: Any) -> str:
+    """The ARN of the fields' KMS key on ``settings``' endpoint (alias ``alias/<table prefix>fields``), created
+    if missing. Not for real accounts: there the key is managed outside and named by ``PAYMENT_KMS_KEY_ID``."""
+    from payment_examples.aws import client
+
+    if settings.mode == "aws":
+        raise ConfigurationError("on AWS the KMS key is not created here: set PAYMENT_KMS_KEY_ID")
+    kms = client("kms", settings)
+    alias = f"alias/{settings.table_prefix}fields".replace(".", "-")
+    for page in kms.get_paginator("list_aliases").paginate():
+        for entry in page["Aliases"]:
+            if entry["AliasName"] == alias and entry.get("TargetKeyId"):
+                return kms.describe_key(KeyId=entry["TargetKeyId"])["KeyMetadata"]["Arn"]
+    arn = kms.create_key(Description="payment_examples field encryption")["KeyMetadata"]["Arn"]
+    kms.create_alias(AliasName=alias, TargetKeyId=arn)
+    return arn
+
+
+def encryptor_for(
+    settings: Any, *, cache: bool = True, on_kms_call: Callable[[str], None] | None = None
+) -> FieldEncryptor:
+    """A ``FieldEncryptor`` from the settings (their KMS key, field keys, endpoint and credentials)."""
+    import boto3
+
+    if not settings.field_keys:
+        raise ConfigurationError("no field keys configured (PAYMENT_FIELD_KEYS)")
+
+    def kms_client(region: str) -> Any:
+        session = boto3.session.Session(
+            aws_access_key_id=settings.aws_access_key_id,
+            aws_secret_access_key=settings.aws_secret_access_key,
+            region_name=region,
+        )
+        return session.client("kms", endpoint_url=settings.endpoint_url)
+
+    keyring = Keyring.parse(settings.field_keys, settings.field_key_version)
+    return FieldEncryptor(
+        settings.kms_key_id or "", keyring, kms_client_factory=kms_client, cache=cache, on_kms_call=on_kms_call
+    )

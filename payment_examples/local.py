@@ -221,6 +221,13 @@ class LocalAWS:
             settings = base.with_endpoint(
                 endpoint, access_key_id=LOCAL_ACCESS_KEY_ID, secret_access_key=LOCAL_SECRET_ACCESS_KEY
             )
+            if base.engine == "moto":  # dynalite is DynamoDB only: no KMS, so no field encryption there
+                try:
+                    settings = _with_field_keys(settings)
+                except BaseException:
+                    self.server.stop()
+                    self.server = None
+                    raise
         else:
             settings = base  # a real endpoint or AWS: start nothing
         push_settings(settings)
@@ -248,6 +255,21 @@ class LocalAWS:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _with_field_keys(settings: Settings) -> Settings:
+    """The embedded engine's KMS key (created in the engine) and, unless given, random field keys that live as long
+    as the engine does (never a built-in default)."""
+    import base64
+    import dataclasses
+    import secrets
+
+    from payment_examples.encryption import create_kms_key
+
+    field_keys = settings.field_keys or f"local:{base64.b64encode(secrets.token_bytes(32)).decode()}"
+    return dataclasses.replace(
+        settings, kms_key_id=settings.kms_key_id or create_kms_key(settings), field_keys=field_keys
+    )
 
 
 def local_aws(settings: Settings | None = None, *, create_tables: bool = True) -> LocalAWS:

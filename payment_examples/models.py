@@ -33,7 +33,7 @@ from pynamodb.attributes import (
     VersionAttribute,
 )
 from pynamodb.exceptions import TableError
-from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection
 from pynamodb.models import Model
 
 from payment_examples.clock import name_based_id
@@ -210,10 +210,19 @@ class CustomerEmailIndex(GlobalSecondaryIndex):
     email_index = UnicodeAttribute(hash_key=True)
 
 
+class EncryptedField(MapAttribute):
+    """A value encrypted by ``encryption.FieldEncryptor``: ciphertext, key version, binding signature."""
+
+    c = BinaryAttribute(legacy_encoding=False)
+    v = UnicodeAttribute()
+    s = UnicodeAttribute()
+
+
 class Customer(Model):
-    """A merchant's customer. Card data and email are stored only as ciphertext; ``email_index`` is a blind index
-    (keyed HMAC of the normalised email, scoped to the merchant) so customers can be found by email without
-    storing it in clear."""
+    """A merchant's customer. The email is stored only as ciphertext (``email``, bound to this item and merchant);
+    ``email_index`` is a blind index (keyed HMAC of the normalised email, scoped to the merchant, prefixed with its
+    key version) so a customer can be found by email without storing it in clear. ``key_version``: the field-key
+    version of the item's fields (what a key rotation moves forward)."""
 
     class Meta(_UnboundMeta):
         base_name = "customers"
@@ -221,9 +230,9 @@ class Customer(Model):
     id = UnicodeAttribute(hash_key=True)
     merchant_id = UnicodeAttribute()
     email_index = UnicodeAttribute(null=True)
-    email_ciphertext = BinaryAttribute(null=True, legacy_encoding=False)
-    payment_methods_ciphertext = BinaryAttribute(null=True, legacy_encoding=False)
-    encryption_key_id = UnicodeAttribute(null=True)
+    email = EncryptedField(null=True)
+    key_version = UnicodeAttribute(null=True)
+    encryption_key_id = UnicodeAttribute(null=True)  # the KMS key of the item's fields
     created_at = UTCDateTimeAttribute()
     updated_at = UTCDateTimeAttribute()
     created_key = UnicodeAttribute()
@@ -231,6 +240,54 @@ class Customer(Model):
 
     by_merchant = CustomerMerchantIndex()
     by_email = CustomerEmailIndex()
+
+
+class PaymentMethodCustomerIndex(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "by-customer"
+        projection = AllProjection()
+
+    customer_id = UnicodeAttribute(hash_key=True)
+    created_key = UnicodeAttribute(range_key=True)
+
+
+class PaymentMethodCardIndex(GlobalSecondaryIndex):
+    """Duplicate cards within a merchant: keys and the customer only (no card data in the index)."""
+
+    class Meta:
+        index_name = "by-card"
+        projection = IncludeProjection(["customer_id"])
+
+    card_index = UnicodeAttribute(hash_key=True)
+
+
+class PaymentMethod(Model):
+    """A card in the vault (its own table, so access to card data can be granted apart from customers). The card
+    number is stored only encrypted (``pan``, bound to this item and merchant); ``fingerprint`` is a keyed HMAC of
+    the entire number (PCI DSS v4.0 3.5.1.1) and ``card_index`` = ``<merchant>#<fingerprint>`` finds the same card
+    on other customers of the merchant. Brand, last four digits and expiry are kept in clear, as PCI DSS allows."""
+
+    class Meta(_UnboundMeta):
+        base_name = "payment-methods"
+
+    id = UnicodeAttribute(hash_key=True)
+    customer_id = UnicodeAttribute()
+    merchant_id = UnicodeAttribute()
+    brand = UnicodeAttribute()
+    last4 = UnicodeAttribute()
+    exp_month = NumberAttribute()
+    exp_year = NumberAttribute()
+    fingerprint = UnicodeAttribute()
+    card_index = UnicodeAttribute()
+    pan = EncryptedField()
+    key_version = UnicodeAttribute()
+    encryption_key_id = UnicodeAttribute()
+    created_at = UTCDateTimeAttribute()
+    created_key = UnicodeAttribute()
+    version = VersionAttribute()
+
+    by_customer = PaymentMethodCustomerIndex()
+    by_card = PaymentMethodCardIndex()
 
 
 class IdempotencyRecord(Model):
@@ -278,7 +335,7 @@ class ReconciliationRecord(Model):
 
 
 DEFINITIONS: tuple[type[Model], ...] = (
-    Payment, Transaction, Customer, IdempotencyRecord, AuditLog, ReconciliationRecord,
+    Payment, Transaction, Customer, IdempotencyRecord, AuditLog, ReconciliationRecord, PaymentMethod,
 )  # fmt: skip
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -293,9 +350,18 @@ class BoundModels:
     idempotency: type[IdempotencyRecord]
     audit: type[AuditLog]
     reconciliation: type[ReconciliationRecord]
+    payment_method: type[PaymentMethod]
 
     def all(self) -> tuple[type[Model], ...]:
-        return (self.payment, self.transaction, self.customer, self.idempotency, self.audit, self.reconciliation)
+        return (
+            self.payment,
+            self.transaction,
+            self.customer,
+            self.idempotency,
+            self.audit,
+            self.reconciliation,
+            self.payment_method,
+        )
 
 
 def _bind(definition: type[Model], settings: Settings) -> Any:

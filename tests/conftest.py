@@ -6,15 +6,19 @@
 
 from __future__ import annotations
 
+import base64
 import itertools
+import json
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 
+import boto3
 import pytest
 from moto import mock_aws
 
-from payment_examples.clock import SteppingClock
+from payment_examples.clock import SeededIds, SteppingClock
 from payment_examples.config import Settings, get_settings, use_settings
 from payment_examples.local import local_aws
 from payment_examples.models import BoundModels, bind_models, create_tables
@@ -77,3 +81,39 @@ def engine(engine_session: Settings) -> Iterator[Settings]:
     with use_settings(settings):
         create_tables(settings)
         yield settings
+
+
+# -- field encryption (customers, card vault) -----------------------------------------------------------------------
+
+FIELD_KEYS = {v: base64.b64encode(v.encode() * 16).decode() for v in ("v1", "v2")}
+V1 = f"v1:{FIELD_KEYS['v1']}"
+V1_V2 = f"v1:{FIELD_KEYS['v1']},v2:{FIELD_KEYS['v2']}"
+
+
+@pytest.fixture
+def field_settings(clock: SteppingClock) -> Iterator[Settings]:
+    """moto in-process with the tables, a KMS key and version-1 field keys."""
+    from payment_examples.encryption import create_kms_key
+
+    with mock_aws():
+        base = Settings(table_prefix="cust-", field_keys=V1)
+        settings = replace(base, kms_key_id=create_kms_key(base))
+        with use_settings(settings):
+            create_tables(settings)
+            yield settings
+
+
+@pytest.fixture
+def customers(field_settings: Settings, clock: SteppingClock):
+    from payment_examples.customers import CustomerService
+
+    return CustomerService(field_settings, clock=clock, ids=SeededIds(1))
+
+
+def scan_everything(settings: Settings) -> str:
+    """Every item of every table as JSON (binary as base64): to search for what must not be stored."""
+    dynamodb = boto3.client("dynamodb", region_name="us-east-1")
+    items = []
+    for model in bind_models(settings).all():
+        items += dynamodb.scan(TableName=model.Meta.table_name)["Items"]
+    return json.dumps(items, default=lambda b: base64.b64encode(b).decode())

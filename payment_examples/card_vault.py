@@ -1,0 +1,195 @@
+"""The card vault behind ``CustomerService``'s payment methods (PCI DSS v4.0 requirement 3).
+
+* The card number (PAN) is validated (12-19 digits, Luhn) and then exists only as ciphertext bound to its vault
+  item and merchant; errors never echo it, logs never contain it.
+* What may be kept in clear is kept for display and routing: brand, last four digits, expiry.
+* ``fingerprint``: a keyed HMAC of the *entire* PAN under a versioned key (req. 3.5.1.1), and the
+  merchant-scoped ``card_index`` on the ``by-card`` index, find the same card on another customer.
+* A CVV is checked for shape and discarded: never stored, never logged (req. 3.3.1.2).
+* Revealing a card number (to send it to a processor) is recorded in the audit log before it is decrypted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from pynamodb.exceptions import DeleteError, DoesNotExist
+
+from payment_examples.encryption import Binding, card_fingerprint, validate_pan
+from payment_examples.errors import NotFoundError, ValidationError
+from payment_examples.logs import logger
+from payment_examples.models import EncryptedField, created_key
+from payment_examples.validation import identifier
+
+if TYPE_CHECKING:
+    from payment_examples.customers import CustomerService
+
+# IIN ranges of the major brands (prefix -> brand); anything else is "unknown".
+_BRANDS = (
+    (("34", "37"), "amex"),
+    (tuple(str(p) for p in range(51, 56)) + tuple(str(p) for p in range(2221, 2721)), "mastercard"),
+    (("6011", "65") + tuple(str(p) for p in range(644, 650)), "discover"),
+    (("4",), "visa"),
+)
+
+
+class PaymentMethodNotFoundError(NotFoundError):
+    def __init__(self, method_id: str) -> None:
+        super().__init__(f"payment method {method_id} not found")
+
+
+@dataclass(frozen=True)
+class PaymentMethodView:
+    """A stored card as it may be shown: never the number."""
+
+    id: str
+    customer_id: str
+    brand: str
+    last4: str
+    exp_month: int
+    exp_year: int
+    fingerprint: str
+    key_version: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class AddedPaymentMethod:
+    method: PaymentMethodView
+    same_card_customers: list[str]  # other customers of the merchant holding this card (by fingerprint)
+
+
+def card_brand(pan: str) -> str:
+    for prefixes, brand in _BRANDS:
+        if pan.startswith(prefixes):
+            return brand
+    return "unknown"
+
+
+class CardVault:
+    def __init__(self, customers: CustomerService) -> None:
+        self._customers = customers
+
+    def add(
+        self,
+        merchant_id: str,
+        customer_id: str,
+        card_number: str,
+        exp_month: int,
+        exp_year: int,
+        *,
+        cvv: str | None = None,
+        actor: str,
+    ) -> AddedPaymentMethod:
+        identifier("actor", actor)
+        pan = validate_pan(card_number)
+        _check_cvv(cvv)  # and then forget it
+        now = self._customers.clock.now()
+        _check_expiry(exp_month, exp_year, now)
+        self._customers._load(merchant_id, customer_id)  # the customer exists and is the merchant's
+        encryptor = self._customers.encryptor
+        fingerprint = card_fingerprint(encryptor.keyring, pan)
+        card_index = f"{merchant_id}#{fingerprint}"
+        Model = self._customers.models.payment_method
+        holders = sorted({m.customer_id for m in Model.by_card.query(card_index)} - {customer_id})
+        method_id = f"pm_{self._customers.ids.new_id()}"
+        stored = encryptor.encrypt(pan, _binding(method_id, merchant_id))
+        method = Model(
+            method_id,
+            customer_id=customer_id,
+            merchant_id=merchant_id,
+            brand=card_brand(pan),
+            last4=pan[-4:],
+            exp_month=exp_month,
+            exp_year=exp_year,
+            fingerprint=fingerprint,
+            card_index=card_index,
+            pan=EncryptedField(**stored),
+            key_version=stored["v"],
+            encryption_key_id=encryptor.key_id,
+            created_at=now,
+            created_key=created_key(now, method_id),
+        )
+        method.save(condition=Model.id.does_not_exist())
+        logger.info("payment method added", method_id=method_id, customer_id=customer_id, merchant_id=merchant_id,
+                    brand=method.brand, actor=actor, same_card_customers=len(holders))  # fmt: skip
+        return AddedPaymentMethod(_view(method), holders)
+
+    def list(self, merchant_id: str, customer_id: str) -> list[PaymentMethodView]:
+        """The customer's cards, oldest first (nothing decrypted)."""
+        self._customers._load(merchant_id, customer_id)
+        Model = self._customers.models.payment_method
+        return [_view(m) for m in Model.by_customer.query(customer_id) if m.merchant_id == merchant_id]
+
+    def remove(self, merchant_id: str, customer_id: str, method_id: str, *, actor: str) -> None:
+        identifier("actor", actor)
+        method = self._get(merchant_id, method_id)
+        if method.customer_id != customer_id:
+            raise PaymentMethodNotFoundError(method_id)
+        Model = type(method)
+        try:
+            method.delete(condition=(Model.merchant_id == merchant_id) & (Model.customer_id == customer_id))
+        except DeleteError as error:
+            if error.cause_response_code == "ConditionalCheckFailedException":
+                raise PaymentMethodNotFoundError(method_id) from None
+            raise
+        logger.info("payment method removed", method_id=method_id, customer_id=customer_id, actor=actor)
+
+    def reveal(self, merchant_id: str, method_id: str, *, actor: str, purpose: str) -> str:
+        """The card number, for ``purpose`` (e.g. sending it to the processor): recorded first, then decrypted."""
+        from payment_examples.customers import _purpose
+
+        _purpose(purpose)
+        method = self._get(merchant_id, method_id)
+        stored = {"c": method.pan.c, "v": method.pan.v, "s": method.pan.s}
+        self._customers._record_access(
+            f"payment_method#{method.id}", merchant_id, actor=actor, purpose=purpose, field="pan", version=stored["v"]
+        )
+        return self._customers.encryptor.decrypt(stored, _binding(method.id, merchant_id))
+
+    def _get(self, merchant_id: str, method_id: str) -> Any:
+        identifier("merchant_id", merchant_id)
+        identifier("method_id", method_id)
+        try:
+            method = self._customers.models.payment_method.get(method_id, consistent_read=True)
+        except DoesNotExist:
+            raise PaymentMethodNotFoundError(method_id) from None
+        if method.merchant_id != merchant_id:
+            raise PaymentMethodNotFoundError(method_id)
+        return method
+
+
+def _binding(method_id: str, merchant_id: str) -> Binding:
+    return Binding(f"payment_method#{method_id}", "pan", merchant_id, "card")
+
+
+def _check_cvv(cvv: str | None) -> None:
+    if cvv is None:
+        return
+    if not isinstance(cvv, str) or not cvv.isascii() or not cvv.isdigit() or len(cvv) not in (3, 4):
+        raise ValidationError("cvv", "must be 3 or 4 digits")
+
+
+def _check_expiry(month: int, year: int, now: datetime) -> None:
+    if not isinstance(month, int) or isinstance(month, bool) or not 1 <= month <= 12:
+        raise ValidationError("exp_month", "must be a month number, 1-12")
+    if not isinstance(year, int) or isinstance(year, bool) or not 2000 <= year <= 2100:
+        raise ValidationError("exp_year", "must be a four-digit year")
+    if (year, month) < (now.year, now.month):
+        raise ValidationError("exp_year", "the card has expired")
+
+
+def _view(method: Any) -> PaymentMethodView:
+    return PaymentMethodView(
+        method.id,
+        method.customer_id,
+        method.brand,
+        method.last4,
+        int(method.exp_month),
+        int(method.exp_year),
+        method.fingerprint,
+        method.key_version,
+        method.created_at,
+    )
