@@ -90,10 +90,15 @@ class CardVault:
         _check_expiry(exp_month, exp_year, now)
         self._customers._load(merchant_id, customer_id)  # the customer exists and is the merchant's
         encryptor = self._customers.encryptor
-        fingerprint = card_fingerprint(encryptor.keyring, pan)
+        keyring = encryptor.keyring
+        fingerprint = card_fingerprint(keyring, pan)
         card_index = f"{merchant_id}#{fingerprint}"
         Model = self._customers.models.payment_method
-        holders = sorted({m.customer_id for m in Model.by_card.query(card_index)} - {customer_id})
+        found: set[str] = set()
+        for version in keyring.roots:  # during a rotation the same card may still carry an older fingerprint
+            index = f"{merchant_id}#{card_fingerprint(keyring, pan, version)}"
+            found |= {m.customer_id for m in Model.by_card.query(index)}
+        holders = sorted(found - {customer_id})
         method_id = f"pm_{self._customers.ids.new_id()}"
         stored = encryptor.encrypt(pan, _binding(method_id, merchant_id))
         method = Model(

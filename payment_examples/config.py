@@ -59,6 +59,7 @@ class Settings:
     # the keyed hashes (blind index, card fingerprint, field signatures): "v1:<base64>,v2:<base64>", at least 32
     # bytes each; the current version (default: the last) signs and indexes new writes.
     kms_key_id: str | None = None
+    kms_previous_key_ids: tuple[str, ...] = ()  # still decrypt during a key rotation (PAYMENT_KMS_PREVIOUS_KEY_IDS)
     field_keys: str | None = field(default=None, repr=False)
     field_key_version: str | None = None
 
@@ -133,6 +134,9 @@ class Settings:
             recon_safety_ms=_integer(env, "PAYMENT_RECON_SAFETY_MS", 10_000),
             recon_grace_days=_integer(env, "PAYMENT_RECON_GRACE_DAYS", 2),
             kms_key_id=env.get("PAYMENT_KMS_KEY_ID") or None,
+            kms_previous_key_ids=tuple(
+                k.strip() for k in env.get("PAYMENT_KMS_PREVIOUS_KEY_IDS", "").split(",") if k.strip()
+            ),
             field_keys=env.get("PAYMENT_FIELD_KEYS") or None,
             field_key_version=env.get("PAYMENT_FIELD_KEY_VERSION") or None,
         )

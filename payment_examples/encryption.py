@@ -311,5 +311,10 @@ def encryptor_for(
 
     keyring = Keyring.parse(settings.field_keys, settings.field_key_version)
     return FieldEncryptor(
-        settings.kms_key_id or "", keyring, kms_client_factory=kms_client, cache=cache, on_kms_call=on_kms_call
+        settings.kms_key_id or "",
+        keyring,
+        kms_client_factory=kms_client,
+        previous_key_ids=tuple(k for k in settings.kms_previous_key_ids if k != settings.kms_key_id),
+        cache=cache,
+        on_kms_call=on_kms_call,
     )

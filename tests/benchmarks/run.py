@@ -1,11 +1,14 @@
 """Benchmarks: the brief's performance targets, measured on both local engines next to raw boto3.
 
     make bench                      # full run: writes tests/benchmarks/results.json and RESULTS.md
-    python -m tests.benchmarks.run --samples 20 --payments 700 --batch-samples 2 --output /tmp/bench   # a quick look
+    python -m tests.benchmarks.run --samples 20 --payments 700 --batch-samples 2 --kms-creates 100 --output /tmp/bench
+                                    # a quick look (--engines moto and --customer-samples for the customer cases)
 
 Each case times the package's call and the same DynamoDB calls made with raw boto3, on the same engine, in the
 same run, and reports p50/p95 and the ratio. Targets are judged on dynalite, whose costs scale like DynamoDB's
-(moto sorts a whole partition for every query); timings are never asserted anywhere.
+(moto sorts a whole partition for every query); timings are never asserted anywhere. The customer cases (encrypted
+email against the same item with the email in clear, and the KMS calls per 1,000 creates) need KMS, so they run
+only on an engine with a KMS key (moto; dynalite has no KMS).
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ import jwt
 from payment_examples.aws import dynamodb
 from payment_examples.batch import DEFAULT_MAX_WORKERS, BatchOutcome, BatchPaymentRequest, process_payment_batch
 from payment_examples.clock import SeededIds
-from payment_examples.config import Settings
+from payment_examples.config import Settings, get_settings
+from payment_examples.customers import CustomerService
+from payment_examples.encryption import encryptor_for
 from payment_examples.handlers.process import make_handler
 from payment_examples.local import DYNALITE_DIR, local_aws
 from payment_examples.logs import logger
@@ -48,6 +53,11 @@ TARGETS_MS = {
 }
 BATCH_SIZE = 1_000
 MAX_BATCH_SAMPLES = 10
+KMS_CREATES = 1_000  # creates counted with the data-key cache (the cache serves up to 1,000 messages per key)
+UNCACHED_KMS_CREATES = 100  # creates counted without it (one KMS call each), scaled per 1,000
+CUSTOMER_CREATE = "customer creation (email encrypted)"
+CUSTOMER_GET = "customer read (email decrypted, audited)"
+NO_KMS = "the engine has no KMS key (dynalite has no KMS), so no field encryption to measure"
 
 
 @dataclass(frozen=True)
@@ -228,6 +238,90 @@ def payment_batch(samples: int, size: int = BATCH_SIZE) -> list[Case]:
     ]  # fmt: skip
 
 
+def _email(label: str, i: int) -> str:
+    return f"{label}.{i}@example.com".replace("-", "m")  # warm-up calls have negative i
+
+
+def customer_create_and_get(samples: int) -> list[Case]:
+    """``CustomerService.create_customer`` (normalise, KMS envelope encryption with the data-key cache, binding
+    signature, blind index, one conditional put) against a raw conditional PutItem of the equivalent item with the
+    email in clear (no key version or KMS key id; its email index the clear email, so the same index entries);
+    then ``get_customer`` (consistent GetItem, audit-log PutItem, signature check, decryption) of each created
+    customer against a raw consistent GetItem of the same item. Needs the engine's KMS key."""
+    settings, client = get_settings(), dynamodb()
+    service = CustomerService(settings, encryptor=encryptor_for(settings))
+    table = service.models.customer.Meta.table_name
+    merchant = "bench-customers"
+    created: list[str] = []
+
+    def create(i: int) -> None:
+        created.append(service.create_customer(merchant, _email("customer", i), actor="bench").id)
+
+    template_id = service.create_customer(merchant, "template@example.com", actor="bench").id
+    template = client.get_item(TableName=table, Key={"id": {"S": template_id}})["Item"]
+    template = {name: value for name, value in template.items() if name not in ("key_version", "encryption_key_id")}
+    created_at = template["created_key"]["S"].split("#")[0]
+
+    def raw_create(i: int) -> None:
+        item_id, email = f"raw-{i}", _email("raw", i)
+        client.put_item(
+            TableName=table,
+            Item={**template, "id": {"S": item_id}, "created_key": {"S": f"{created_at}#{item_id}"},
+                  "email": {"S": email}, "email_index": {"S": f"{merchant}#{email}"}},
+            ConditionExpression="attribute_not_exists(id)",
+        )  # fmt: skip
+
+    create_case = Case(CUSTOMER_CREATE, measure("package", create, samples), measure("raw", raw_create, samples),
+                       "conditional PutItem, same item with the email in clear")  # fmt: skip
+
+    def get(i: int) -> None:
+        view = service.get_customer(merchant, created[i % len(created)], actor="bench", purpose="support")
+        assert view.email is not None
+
+    def raw_get(i: int) -> None:
+        client.get_item(TableName=table, Key={"id": {"S": created[i % len(created)]}}, ConsistentRead=True)
+
+    return [
+        create_case,
+        Case(CUSTOMER_GET, measure("package", get, samples), measure("raw", raw_get, samples),
+             "consistent GetItem of the same item (no audit entry, no decryption)"),
+    ]  # fmt: skip
+
+
+def encryption_overhead(cases: list[Case], engine: str, creates: int, uncached_creates: int) -> dict[str, Any]:
+    """The encryption overhead per item (from the two customer cases) and the KMS calls made by ``creates``
+    customer creations through a fresh encryptor with the data-key cache (one merchant: the cache is per merchant
+    and purpose) and by ``uncached_creates`` without it, each scaled per 1,000 creates."""
+    settings = get_settings()
+    counted = {}
+    for cache, n in ((True, creates), (False, uncached_creates)):
+        calls: dict[str, int] = {}
+
+        def count(operation: str, calls: dict[str, int] = calls) -> None:
+            calls[operation] = calls.get(operation, 0) + 1
+
+        service = CustomerService(settings, encryptor=encryptor_for(settings, cache=cache, on_kms_call=count))
+        merchant = f"bench-kms-{'cached' if cache else 'uncached'}"
+        latency = measure("kms", lambda i, s=service, m=merchant: s.create_customer(m, _email("kms", i), actor="bench"),
+                          n, warmup=0)  # fmt: skip
+        counted[cache] = {"creates": n, "calls": calls, "per_1000": round(sum(calls.values()) * 1000 / n, 1),
+                          "p50_ms": round(latency.p50, 2)}  # fmt: skip
+    by_name = {case.name: case for case in cases}
+    create, get = by_name[CUSTOMER_CREATE], by_name[CUSTOMER_GET]
+    return {
+        "engine": engine, "case": "field encryption of a customer's email",
+        "create_overhead_p50_ms": round(create.package.p50 - create.raw.p50, 2),
+        "create_ratio_p50": round(create.package.p50 / create.raw.p50, 2),
+        "get_overhead_p50_ms": round(get.package.p50 - get.raw.p50, 2),
+        "get_ratio_p50": round(get.package.p50 / get.raw.p50, 2),
+        "kms_creates": counted[True]["creates"], "kms_calls": counted[True]["calls"],
+        "kms_calls_per_1000_creates": counted[True]["per_1000"],
+        "uncached_kms_creates": counted[False]["creates"], "uncached_kms_calls": counted[False]["calls"],
+        "uncached_kms_calls_per_1000_creates": counted[False]["per_1000"],
+        "kms_create_p50_ms": counted[True]["p50_ms"], "uncached_kms_create_p50_ms": counted[False]["p50_ms"],
+    }  # fmt: skip
+
+
 def reconciliation_throughput(rows: int, engine: str) -> dict[str, Any]:
     """Rows/s of a whole reconciliation run (parse, BatchGetItem, conditional updates and their Transactions,
     checkpoints, reports) of a generated ``rows``-row file, against raw boto3 making the minimum the same file
@@ -312,9 +406,13 @@ def run(
     batch_samples: int | None = None,
     batch_size: int = BATCH_SIZE,
     recon_rows: int = 2_000,
+    customer_samples: int | None = None,
+    kms_creates: int = KMS_CREATES,
+    uncached_kms_creates: int = UNCACHED_KMS_CREATES,
 ) -> dict[str, Any]:
     batch_samples = min(samples, MAX_BATCH_SAMPLES) if batch_samples is None else batch_samples
-    throughput = []
+    customer_samples = samples if customer_samples is None else customer_samples
+    throughput, encryption, skipped = [], [], []
     level = logger.log_level
     logger.setLevel("ERROR")  # a log line per request would be measured too
     try:
@@ -323,11 +421,19 @@ def run(
             with local_aws(Settings(engine=engine, jwt_secret=SECRET, cursor_secret=SECRET)):
                 cases = creation_and_replay(samples) + filtered_page(samples, payments)
                 cases += payment_batch(batch_samples, batch_size)
+                if get_settings().kms_key_id:  # the embedded moto engine makes a KMS key; dynalite has no KMS
+                    customer_cases = customer_create_and_get(customer_samples)
+                    encryption.append(encryption_overhead(customer_cases, engine, kms_creates, uncached_kms_creates))
+                    cases += customer_cases
+                else:
+                    skipped += [{"engine": engine, "case": name, "reason": NO_KMS}
+                                for name in (CUSTOMER_CREATE, CUSTOMER_GET)]  # fmt: skip
                 rows += [case.row(engine) for case in cases]
                 throughput.append(reconciliation_throughput(recon_rows, engine))
     finally:
         logger.setLevel(level)
-    return {"environment": environment(), "results": rows, "throughput": throughput}
+    return {"environment": environment(), "results": rows, "throughput": throughput, "encryption": encryption,
+            "skipped": skipped}  # fmt: skip
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -362,7 +468,42 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {t['raw_calls']} |"
             for t in throughput
         ]
+    encryption = report.get("encryption", [])
+    if encryption:
+        lines += [
+            "",
+            "| engine | case | create overhead p50 ms | create p50 ratio | read overhead p50 ms | read p50 ratio "
+            "| KMS calls per 1,000 creates, data-key cache | KMS calls per 1,000 creates, no cache |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {e['engine']} | {e['case']} | {e['create_overhead_p50_ms']} | {e['create_ratio_p50']}x "
+            f"| {e['get_overhead_p50_ms']} | {e['get_ratio_p50']}x "
+            f"| {_kms(e, '')} | {_kms(e, 'uncached_')} |"
+            for e in encryption
+        ]
+        lines += [
+            "",
+            "Customer cases: the overhead is the encrypted call's p50 minus its raw baseline's (the same item with the "
+            "email in clear; the read's baseline writes no audit entry and decrypts nothing). KMS calls are counted "
+            "on fresh encryptors for one merchant (the data-key cache is per merchant and purpose).",
+        ]
+    skipped: dict[tuple[str, str], list[str]] = {}
+    for s in report.get("skipped", []):
+        skipped.setdefault((s["engine"], s["reason"]), []).append(s["case"])
+    lines += [f"\nSkipped on {engine}: {', '.join(names)} ({reason})." for (engine, reason), names in skipped.items()]
     return "\n".join(lines) + "\n"
+
+
+def _kms(row: dict[str, Any], prefix: str) -> str:
+    """KMS calls per 1,000 creates, with what was counted (``prefix``: "" with the cache, "uncached_" without)."""
+    creates, calls = row[f"{prefix}kms_creates"], row[f"{prefix}kms_calls"]
+    counted = ", ".join(f"{n} {operation}" for operation, n in sorted(calls.items())) or "none"
+    scaled = "" if creates == 1_000 else ", scaled per 1,000"
+    return (
+        f"{row[f'{prefix}kms_calls_per_1000_creates']:g} ({counted} over {creates:,} creates{scaled}; "
+        f"create p50 {row[f'{prefix}kms_create_p50_ms']} ms)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -376,10 +517,20 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="payments per batch (target: 1,000)")
     parser.add_argument("--recon-rows", type=int, default=2_000, help="rows of the reconciled settlement file")
+    parser.add_argument(
+        "--customer-samples", type=int, default=None,
+        help="customer creations and reads timed per engine with KMS (default: --samples); dynalite is skipped",
+    )  # fmt: skip
+    parser.add_argument("--kms-creates", type=int, default=KMS_CREATES,
+                        help="customer creations whose KMS calls are counted with the data-key cache")  # fmt: skip
+    parser.add_argument(
+        "--uncached-kms-creates", type=int, default=UNCACHED_KMS_CREATES,
+        help="customer creations whose KMS calls are counted without the cache (scaled per 1,000)",
+    )  # fmt: skip
     parser.add_argument("--output", type=Path, default=HERE)
     args = parser.parse_args(argv)
     report = run(args.engines.split(","), args.samples, args.payments, args.batch_samples, args.batch_size,
-                 args.recon_rows)  # fmt: skip
+                 args.recon_rows, args.customer_samples, args.kms_creates, args.uncached_kms_creates)  # fmt: skip
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.output / "RESULTS.md").write_text(markdown(report))

@@ -10,6 +10,7 @@ from tests.benchmarks import run
 
 def test_runner_measures_every_case_on_both_engines_and_writes_the_report(tmp_path: Path) -> None:
     args = ["--samples", "3", "--payments", "70", "--batch-samples", "3", "--batch-size", "40", "--recon-rows", "60"]
+    args += ["--customer-samples", "3", "--kms-creates", "20", "--uncached-kms-creates", "5"]
     assert run.main([*args, "--output", str(tmp_path)]) == 0
 
     report = json.loads((tmp_path / "results.json").read_text())
@@ -25,6 +26,29 @@ def test_runner_measures_every_case_on_both_engines_and_writes_the_report(tmp_pa
     for t in throughput.values():
         assert t["rows"] == 60 and t["rows_per_s"] > 0 and t["raw_rows_per_s"] > 0
         assert sum(t["outcomes"].values()) == 60
+
+    # the customer cases (field encryption) need KMS: measured on moto, skipped on dynalite and said so
+    customer_cases = {run.CUSTOMER_CREATE, run.CUSTOMER_GET}
+    assert {("moto", name) for name in customer_cases} <= cases
+    assert not {("dynalite", name) for name in customer_cases} & cases
+    assert {(s["engine"], s["case"]) for s in report["skipped"]} == {("dynalite", name) for name in customer_cases}
+    [encryption] = report["encryption"]
+    assert encryption["engine"] == "moto"
+    by_case = {r["case"]: r for r in report["results"] if r["engine"] == "moto"}
+    for prefix, name in (("create", run.CUSTOMER_CREATE), ("get", run.CUSTOMER_GET)):
+        row = by_case[name]
+        assert encryption[f"{prefix}_overhead_p50_ms"] == round(row["p50_ms"] - row["raw_p50_ms"], 2)
+        assert encryption[f"{prefix}_ratio_p50"] == row["ratio_p50"]
+    # the data-key cache: one GenerateDataKey for the 20 creates (50 per 1,000 once scaled); without it, one each
+    assert encryption["kms_creates"] == 20 and encryption["kms_calls"] == {"GenerateDataKey": 1}
+    assert encryption["kms_calls_per_1000_creates"] == 50
+    assert encryption["uncached_kms_creates"] == 5 and encryption["uncached_kms_calls"] == {"GenerateDataKey": 5}
+    assert encryption["uncached_kms_calls_per_1000_creates"] == 1000
+    assert encryption["kms_create_p50_ms"] > 0 and encryption["uncached_kms_create_p50_ms"] > 0
+
     markdown = (tmp_path / "RESULTS.md").read_text()
-    # one row per case and engine, plus one throughput row per engine
-    assert markdown.count("\n| moto |") == markdown.count("\n| dynalite |") == len(cases) // 2 + 1
+    # one row per case and engine, plus one throughput row per engine, plus the encryption row on moto
+    moto_cases = sum(engine == "moto" for engine, _ in cases)
+    assert markdown.count("\n| moto |") == moto_cases + 2
+    assert markdown.count("\n| dynalite |") == len(cases) - moto_cases + 1 == moto_cases - 1
+    assert "Skipped on dynalite: " + run.CUSTOMER_CREATE in markdown and "scaled per 1,000" in markdown
