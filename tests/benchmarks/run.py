@@ -2,7 +2,7 @@
 
     make bench                      # full run: writes tests/benchmarks/results.json and RESULTS.md
     python -m tests.benchmarks.run --samples 20 --payments 700 --batch-samples 2 --kms-creates 100 --output /tmp/bench
-                                    # a quick look (--engines moto and --customer-samples for the customer cases)
+                                    # a quick look (customer cases: --customer-samples, --uncached-kms-creates)
 
 Each case times the package's call and the same DynamoDB calls made with raw boto3, on the same engine, in the
 same run, and reports p50/p95 and the ratio. Targets are judged on dynalite, whose costs scale like DynamoDB's
@@ -57,7 +57,7 @@ KMS_CREATES = 1_000  # creates counted with the data-key cache (the cache serves
 UNCACHED_KMS_CREATES = 100  # creates counted without it (one KMS call each), scaled per 1,000
 CUSTOMER_CREATE = "customer creation (email encrypted)"
 CUSTOMER_GET = "customer read (email decrypted, audited)"
-NO_KMS = "the engine has no KMS key (dynalite has no KMS), so no field encryption to measure"
+NO_KMS = "no KMS key on this engine: dynalite has no KMS, so there is no field encryption to measure"
 
 
 @dataclass(frozen=True)
