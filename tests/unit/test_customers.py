@@ -165,3 +165,16 @@ def test_the_email_never_reaches_the_logs(customers) -> None:
         package_logger.removeHandler(handler)
     logged = stream.getvalue()
     assert "customer created" in logged and "secret." not in logged
+
+
+def test_1000_customer_writes_cost_at_most_one_kms_call_per_1000_messages(field_settings, clock) -> None:
+    # The bound: one GenerateDataKey per merchant and purpose per 1,000 messages (the cache's message limit) or
+    # per 5 minutes, whichever comes first; here one merchant, one purpose, 1,000 writes in well under 5 minutes.
+    from payment_examples.encryption import encryptor_for
+
+    counted = []
+    encryptor = encryptor_for(field_settings, on_kms_call=counted.append)
+    service = CustomerService(field_settings, encryptor=encryptor, clock=clock, ids=SeededIds(11))
+    for i in range(1000):
+        service.create_customer("merchant-a", f"customer{i}@example.com", actor="import")
+    assert counted == ["GenerateDataKey"]

@@ -204,3 +204,22 @@ def test_keyring_parsing_and_its_errors() -> None:
         Keyring.parse(" , ")
     with pytest.raises(ConfigurationError, match="current key version 'v3'"):
         Keyring.parse(keys, "v3")
+
+
+def test_settings_without_field_keys_or_kms_key_fail_closed() -> None:
+    from payment_examples.config import Settings
+    from payment_examples.encryption import encryptor_for
+
+    with pytest.raises(ConfigurationError, match="no field keys configured"):
+        encryptor_for(Settings(kms_key_id="arn:aws:kms:us-east-1:123456789012:key/x"))
+    with pytest.raises(ConfigurationError, match="no KMS key configured"):
+        encryptor_for(Settings(field_keys=f"v1:{base64.b64encode(b'k' * 32).decode()}"))
+    with pytest.raises(ConfigurationError, match="at least 32 bytes"):
+        Settings(field_keys=f"v1:{base64.b64encode(b'short').decode()}")
+    with pytest.raises(ConfigurationError, match="PAYMENT_FIELD_KEY_VERSION is set"):
+        Settings(field_key_version="v1")
+    env = {"PAYMENT_FIELD_KEYS": f"v1:{base64.b64encode(b'k' * 32).decode()}", "PAYMENT_KMS_KEY_ID": "k",
+           "PAYMENT_KMS_PREVIOUS_KEY_IDS": "old-1, old-2"}  # fmt: skip
+    loaded = Settings.from_env(env)
+    assert loaded.kms_previous_key_ids == ("old-1", "old-2") and loaded.field_keys == env["PAYMENT_FIELD_KEYS"]
+    assert env["PAYMENT_FIELD_KEYS"].split(":")[1] not in repr(loaded)  # the field keys never appear in a repr
