@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from pynamodb.exceptions import DeleteError, DoesNotExist
 
 from payment_examples.encryption import Binding, card_fingerprint, validate_pan
-from payment_examples.errors import NotFoundError, ValidationError
+from payment_examples.errors import CONDITIONAL_CHECK_FAILED, NotFoundError, ValidationError
 from payment_examples.logs import logger
 from payment_examples.models import EncryptedField, created_key
 from payment_examples.validation import identifier
@@ -137,7 +137,7 @@ class CardVault:
         try:
             method.delete(condition=(Model.merchant_id == merchant_id) & (Model.customer_id == customer_id))
         except DeleteError as error:
-            if error.cause_response_code == "ConditionalCheckFailedException":
+            if error.cause_response_code == CONDITIONAL_CHECK_FAILED:
                 raise PaymentMethodNotFoundError(method_id) from None
             raise
         logger.info("payment method removed", method_id=method_id, customer_id=customer_id, actor=actor)

@@ -28,12 +28,11 @@ from payment_examples.card_vault import AddedPaymentMethod, CardVault, PaymentMe
 from payment_examples.clock import Clock, IdFactory, RandomIds, SystemClock
 from payment_examples.config import Settings, get_settings
 from payment_examples.encryption import Binding, FieldEncryptor, blind_index, encryptor_for, normalise_email
-from payment_examples.errors import NotFoundError, ValidationError, VersionConflictError
+from payment_examples.errors import CONDITIONAL_CHECK_FAILED, NotFoundError, ValidationError, VersionConflictError
 from payment_examples.logs import logger
 from payment_examples.models import BoundModels, EncryptedField, created_key, get_models, sortable_time
 from payment_examples.validation import identifier
 
-CONDITIONAL_CHECK_FAILED = "ConditionalCheckFailedException"
 PURPOSES = frozenset({"support", "receipt", "fraud-review", "export", "rotation", "processor"})
 
 
@@ -224,7 +223,6 @@ class CustomerService:
         return customer
 
     def _decrypt_email(self, customer: Any, *, actor: str, purpose: str) -> str | None:
-        identifier("actor", actor)
         if customer.email is None:
             return None
         stored = {"c": customer.email.c, "v": customer.email.v, "s": customer.email.s}

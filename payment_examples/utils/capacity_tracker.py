@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from payment_examples.errors import CONDITIONAL_CHECK_FAILED
 from payment_examples.utils import capacity as rules
 from payment_examples.utils.capacity import TableSpec
 from payment_examples.utils.item_size import item_size
@@ -30,7 +31,7 @@ from payment_examples.utils.item_size import item_size
 _PARAMS = "payment_examples.capacity.params"
 _BEFORE = "payment_examples.capacity.before"
 _WRITES_WITH_IMAGES = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"}
-_CHARGED_ERRORS = {"ConditionalCheckFailedException", "TransactionCanceledException"}
+_CHARGED_ERRORS = {CONDITIONAL_CHECK_FAILED, "TransactionCanceledException"}
 _PLACEHOLDER = re.compile(r"[#:][A-Za-z0-9_]+")
 
 
