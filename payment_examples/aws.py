@@ -24,6 +24,7 @@ def _client(service: str, settings: Settings) -> Any:
         session = boto3.session.Session(
             aws_access_key_id=settings.aws_access_key_id,
             aws_secret_access_key=settings.aws_secret_access_key,
+            aws_session_token=settings.aws_session_token,
             region_name=settings.region,
         )
         return session.client(

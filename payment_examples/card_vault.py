@@ -118,6 +118,9 @@ class CardVault:
             created_key=created_key(now, method_id),
         )
         method.save(condition=Model.id.does_not_exist())
+        self._customers.audit.track(
+            customer_entity(customer_id), "add-card", actor, after=_audited(method), detail={"method_id": method_id}
+        )
         logger.info("payment method added", method_id=method_id, customer_id=customer_id, merchant_id=merchant_id,
                     brand=method.brand, actor=actor, same_card_customers=len(holders))  # fmt: skip
         return AddedPaymentMethod(_view(method), holders)
@@ -134,12 +137,16 @@ class CardVault:
         if method.customer_id != customer_id:
             raise PaymentMethodNotFoundError(method_id)
         Model = type(method)
+        before = _audited(method)
         try:
             method.delete(condition=(Model.merchant_id == merchant_id) & (Model.customer_id == customer_id))
         except DeleteError as error:
             if error.cause_response_code == CONDITIONAL_CHECK_FAILED:
                 raise PaymentMethodNotFoundError(method_id) from None
             raise
+        self._customers.audit.track(
+            customer_entity(customer_id), "remove-card", actor, before=before, detail={"method_id": method_id}
+        )
         logger.info("payment method removed", method_id=method_id, customer_id=customer_id, actor=actor)
 
     def reveal(self, merchant_id: str, method_id: str, *, actor: str, purpose: str) -> str:
@@ -150,8 +157,9 @@ class CardVault:
         method = self._get(merchant_id, method_id)
         stored = {"c": method.pan.c, "v": method.pan.v, "s": method.pan.s}
         self._customers._record_access(
-            f"payment_method#{method.id}", merchant_id, actor=actor, purpose=purpose, field="pan", version=stored["v"]
-        )
+            method.customer_id, merchant_id, actor=actor, purpose=purpose, field="pan", version=stored["v"],
+            method_id=method.id,
+        )  # fmt: skip
         return self._customers.encryptor.decrypt(stored, _binding(method.id, merchant_id))
 
     def _get(self, merchant_id: str, method_id: str) -> Any:
@@ -164,6 +172,17 @@ class CardVault:
         if method.merchant_id != merchant_id:
             raise PaymentMethodNotFoundError(method_id)
         return method
+
+
+def customer_entity(customer_id: str) -> str:
+    return f"customer#{customer_id}"  # the card's events go on its customer's audit chain
+
+
+def _audited(method: Any) -> dict[str, Any]:
+    """What a card's audit entries diff: brand, last four and expiry (shown), the card number's ciphertext
+    signature (shown only as changed)."""
+    return {"brand": method.brand, "last4": method.last4, "exp_month": int(method.exp_month),
+            "exp_year": int(method.exp_year), "pan": method.pan.s}  # fmt: skip
 
 
 def _binding(method_id: str, merchant_id: str) -> Binding:

@@ -136,6 +136,28 @@ def _rotate_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit_verify(args: argparse.Namespace) -> int:
+    from payment_examples.utils.audit import AuditTracker
+
+    tracker = AuditTracker()
+    entities = args.entity or sorted(tracker.all_entities())
+    broken = 0
+    for entity in entities:
+        result = tracker.verify(entity)
+        broken += not result.ok
+        print(result.summary())
+    print(f"{len(entities)} chains verified, {broken} with problems")
+    return 1 if broken else 0
+
+
+def _audit_checkpoint(args: argparse.Namespace) -> int:
+    from payment_examples.utils.audit import AuditTracker
+
+    checkpoint = AuditTracker().checkpoint(args.entity or None)
+    print(f"checkpoint {checkpoint.checkpoint_id}: {len(checkpoint.heads)} chain heads signed")
+    return 0
+
+
 def _gen_settlement(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
@@ -287,6 +309,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     rotate.add_argument("--page-size", type=_positive, default=100)
     rotate.add_argument("--quiet", action="store_true", help="no progress bar")
     rotate.set_defaults(run=_rotate_keys)
+
+    verify = commands.add_parser(
+        "audit-verify", help="verify audit chains (exit 1 if any was tampered with) against their checkpoints"
+    )
+    verify.add_argument("entity", nargs="*", help="e.g. payment#<id> (default: every chain, a full table scan)")
+    verify.set_defaults(run=_audit_verify)
+
+    sign = commands.add_parser("audit-checkpoint", help="sign the heads of audit chains (PAYMENT_AUDIT_KEY)")
+    sign.add_argument("entity", nargs="*", help="e.g. customer#<id> (default: every chain, a full table scan)")
+    sign.set_defaults(run=_audit_checkpoint)
 
     gen = commands.add_parser(
         "gen-settlement", help="write a seeded settlement file with discrepancies, and its answers"

@@ -44,6 +44,7 @@ class Settings:
     # Explicit credentials (the embedded engine uses dummy ones); None means boto3's standard chain.
     aws_access_key_id: str | None = None
     aws_secret_access_key: str | None = field(default=None, repr=False)
+    aws_session_token: str | None = field(default=None, repr=False)  # temporary credentials (accounts.py)
     # Request authentication (auth.py): HS256 secret and/or an RS256/ES256 public key (PEM); never a default.
     jwt_secret: str | None = field(default=None, repr=False)
     jwt_public_key: str | None = field(default=None, repr=False)
@@ -62,6 +63,10 @@ class Settings:
     kms_previous_key_ids: tuple[str, ...] = ()  # still decrypt during a key rotation (PAYMENT_KMS_PREVIOUS_KEY_IDS)
     field_keys: str | None = field(default=None, repr=False)
     field_key_version: str | None = None
+    # Audit checkpoints (utils/audit.py): the HMAC key that signs chain heads (at least 32 bytes), or an HMAC KMS
+    # key that does (GenerateMac; preferred: the key never leaves KMS).
+    audit_key: str | None = field(default=None, repr=False)
+    audit_kms_key_id: str | None = None
 
     def __post_init__(self) -> None:
         if not self.region or not re.fullmatch(r"[a-z0-9-]+", self.region):
@@ -93,6 +98,8 @@ class Settings:
             Keyring.parse(self.field_keys, self.field_key_version)  # refuses short, malformed or unknown versions
         elif self.field_key_version is not None:
             raise ConfigurationError("PAYMENT_FIELD_KEY_VERSION is set but PAYMENT_FIELD_KEYS is not")
+        if self.audit_key is not None and len(self.audit_key.encode()) < 32:
+            raise ConfigurationError("PAYMENT_AUDIT_KEY must be at least 32 bytes")
         if self.use_aws and self.endpoint_url:
             raise ConfigurationError("PAYMENT_USE_AWS=1 and an endpoint URL are both set; choose one")
 
@@ -139,6 +146,8 @@ class Settings:
             ),
             field_keys=env.get("PAYMENT_FIELD_KEYS") or None,
             field_key_version=env.get("PAYMENT_FIELD_KEY_VERSION") or None,
+            audit_key=env.get("PAYMENT_AUDIT_KEY") or None,
+            audit_kms_key_id=env.get("PAYMENT_AUDIT_KMS_KEY_ID") or None,
         )
 
 

@@ -7,8 +7,9 @@ authorize -> capture -> list (the query handler, every page) -> refund a share -
 services, the stored bytes per table and index, and ``metrics(...)`` for ``CostEstimator``.
 
 ``model_units(sizes, ...)`` is the estimate the measurement checks: the same steps worked out by hand from
-the sizes of this project's items (``sample_sizes``: one payment's items after each step), call by call as
-the code makes them. The two agree when the model knows every call; the notebook shows them side by side.
+the sizes of this project's items (``WorkloadMeasurement.sizes``: one payment's items after each step, and the
+entries its audit trail gained), call by call as the code makes them. The two agree when the model knows every
+call; the notebook shows them side by side.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ class WorkloadMeasurement:
     requests: Counter  # (service, operation) -> calls
     table_bytes: dict[str, int]  # table -> stored bytes (items + 100 B each)
     index_bytes: dict[str, int]  # table -> stored bytes of its index entries
-    sizes: dict[str, int] = field(default_factory=dict)  # one payment's item sizes after each step
+    sizes: dict[str, int] = field(default_factory=dict)  # one payment's item sizes after each step (and audit entries)
 
     def total(self) -> StepUnits:
         total = StepUnits()
@@ -187,6 +188,8 @@ def measure_workload(
         _snapshot(raw, models, sizes, "reconciled_refund", first)
         if payments > 1:
             _snapshot(raw, models, sizes, "reconciled_capture", created[1][1])
+        for _, payment_id, _ in created[:2]:
+            _audit_sizes(raw, models, sizes, payment_id)
     steps = {}
     for step in STEPS:
         units = tracker.totals().get(step, {"read": 0, "write": 0, "index_write": 0, "calls": 0})
@@ -328,6 +331,25 @@ def _snapshot(raw: Any, models: Any, sizes: dict[str, int], label: str, payment_
             sizes[f"transaction.{label}"] = item_size(found, typed=True)
 
 
+def _audit_sizes(raw: Any, models: Any, sizes: dict[str, int], payment_id: str) -> None:
+    """Record the size of every entry of the payment's audit trail, by an untracked query (entries never change
+    once appended, so reading them at the end is reading them as written): ``audit.<action>``, or
+    ``audit.reconciled_<action>`` for one a settlement row caused. The first payment read keeps its sizes."""
+    from payment_examples.payments import audit_entity
+
+    pages = raw.get_paginator("query").paginate(
+        TableName=models.audit.Meta.table_name,
+        KeyConditionExpression="entity = :entity",
+        ExpressionAttributeValues={":entity": {"S": audit_entity(payment_id)}},
+        ConsistentRead=True,
+    )
+    for page in pages:
+        for entry in page["Items"]:
+            settled = "settlement_file" in entry.get("detail", {}).get("M", {})
+            name = ("reconciled_" if settled else "") + entry["action"]["S"]
+            sizes.setdefault(f"audit.{name}", item_size(entry, typed=True))
+
+
 # -- the model the measurement checks ------------------------------------------------------------------------------
 
 
@@ -340,26 +362,45 @@ def model_units(
     w, r = rules.write_units, rules.read_units
     pending, authorized, captured = sizes["payment.pending"], sizes["payment.authorize"], sizes["payment.capture"]
     refunded_size = sizes["payment.refund"]
-    # A transition: a strong read of the payment, a conditional update (the larger of before and after), the
-    # created index rewritten (same key) and the status index moved (new key: a delete and a put), then the
-    # Transaction put and its by-payment index entry. After the first transition, the previous Transaction is
-    # checked with an eventually consistent read (PaymentService._ensure_recorded).
+    audit = {action: sizes[f"audit.{action}"] for action in ("create", "authorize", "capture", "refund")}
 
-    def transition(before: int, after: int, transaction: int, first: bool) -> StepUnits:
+    # Every create and transition appends an entry to the payment's audit trail (PaymentService._audit): a
+    # strongly consistent Query of the chain's head (Limit 1: it reads the previous entry, or nothing for a new
+    # chain, which still costs the minimum of one read unit), then the entry's put conditional on its sequence
+    # number being free (the item does not exist yet, so the entry's own size). The audit table has no index.
+    def audited(head: int | None, entry: int) -> StepUnits:
+        return StepUnits(rules.query_units([] if head is None else [head], "strong"), w(entry))
+
+    # A transition: a strong read of the payment, a conditional update (the larger of before and after), the
+    # created index rewritten (same key) and the status index moved (new key: a delete and a put), then the audit
+    # entry, then the Transaction put and its by-payment index entry. After the first transition, the previous
+    # Transaction is checked with an eventually consistent read (PaymentService._ensure_recorded).
+    def transition(before: int, after: int, transaction: int, first: bool, entry: StepUnits) -> StepUnits:
         index = w(max(before, after)) + w(before) + w(after) + w(transaction)
-        return StepUnits(
+        payment = StepUnits(
             r(before, "strong") + (0 if first else r(transaction)), w(max(before, after)) + w(transaction), index
         )
+        return payment + entry
 
     refunds = len(range(0, payments, refund_every))
-    # create: the idempotency claim (a put), the payment (a put into both merchant indexes), the completion (an
-    # update of the claim to the stored response)
+    # create: the idempotency claim (a put), the payment (a put into both merchant indexes), the first audit
+    # entry, the completion (an update of the claim to the stored response)
     create = StepUnits(0, w(sizes["idempotency"]) + w(pending) + w(sizes["idempotency"]), 2 * w(pending))
+    create += audited(None, audit["create"])
+    authorize = transition(
+        pending, authorized, sizes["transaction.authorize"], True, audited(audit["create"], audit["authorize"])
+    )
+    capture = transition(
+        authorized, captured, sizes["transaction.capture"], False, audited(audit["authorize"], audit["capture"])
+    )
+    refund = transition(
+        captured, refunded_size, sizes["transaction.refund"], False, audited(audit["capture"], audit["refund"])
+    )
     steps = {
         "create": create.scaled(payments),
-        "authorize": transition(pending, authorized, sizes["transaction.authorize"], True).scaled(payments),
-        "capture": transition(authorized, captured, sizes["transaction.capture"], False).scaled(payments),
-        "refund": transition(captured, refunded_size, sizes["transaction.refund"], False).scaled(refunds),
+        "authorize": authorize.scaled(payments),
+        "capture": capture.scaled(payments),
+        "refund": refund.scaled(refunds),
     }
     # list: each merchant's payments (all captured then) page by page; a page reads up to page_size + 1 items
     list_read = 0.0
@@ -373,7 +414,9 @@ def model_units(
                 break
     steps["list"] = StepUnits(list_read)
     # reconcile: one consistent batch read per payment, then its mark, written without a transition: the
-    # payment grows to its reconciled size and both merchant indexes (which project everything) are rewritten
+    # payment grows to its reconciled size and both merchant indexes (which project everything) are rewritten.
+    # Every row of the workload's file matches what the payment already records (its capture, or its refund so
+    # far), so no row applies a transition and none appends an audit entry (only applied rows are audited).
     row = (sizes["payment.capture"], sizes["payment.reconciled_capture"])
     refund_row = (refunded_size, sizes["payment.reconciled_refund"])
     reconcile = StepUnits()

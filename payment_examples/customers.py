@@ -6,7 +6,9 @@ recorded.
 * ``create_customer`` stores the email as ciphertext bound to the new item and merchant, and its blind index on
   the ``by-email`` index; the clear email is never written or logged;
 * ``get_customer`` and ``find_customer_by_email`` decrypt, and record each decryption (who, when, which field, key
-  version, purpose) in the audit log *before* returning the clear value: no record, no clear value;
+  version, purpose) in the customer's hash-chained audit trail (``utils/audit.py``) *before* decrypting: no
+  record, no clear value. Creates, email changes and the card vault's changes and reveals go on the same chain
+  (``customer#<id>``), with the email and card number shown only as changed;
 * ``find_customer_by_email`` queries the blind index under every key version of the keyring (the current first:
   lookups keep working while a rotation moves items forward), only ever reads the matching items, and only the
   merchant's own (the index is keyed by merchant, and the merchant is checked again);
@@ -30,7 +32,8 @@ from payment_examples.config import Settings, get_settings
 from payment_examples.encryption import Binding, FieldEncryptor, blind_index, encryptor_for, normalise_email
 from payment_examples.errors import CONDITIONAL_CHECK_FAILED, NotFoundError, ValidationError, VersionConflictError
 from payment_examples.logs import logger
-from payment_examples.models import BoundModels, EncryptedField, created_key, get_models, sortable_time
+from payment_examples.models import BoundModels, EncryptedField, created_key, get_models
+from payment_examples.utils.audit import AuditTracker
 from payment_examples.validation import identifier
 
 PURPOSES = frozenset({"support", "receipt", "fraud-review", "export", "rotation", "processor"})
@@ -64,12 +67,14 @@ class CustomerService:
         encryptor: FieldEncryptor | None = None,
         clock: Clock | None = None,
         ids: IdFactory | None = None,
+        audit: AuditTracker | None = None,
     ) -> None:
         self._settings = settings
         self._models = models
         self._encryptor = encryptor
         self.clock = clock or SystemClock()
         self.ids = ids or RandomIds()
+        self.audit = audit or AuditTracker(models=models, settings=settings, clock=self.clock)
 
     @property
     def settings(self) -> Settings:
@@ -104,6 +109,7 @@ class CustomerService:
             **self._email_fields(customer_id, merchant_id, email),
         )
         customer.save(condition=Model.id.does_not_exist())
+        self.audit.track(audit_entity(customer_id), "create", actor, after=_audited(customer))
         logger.info("customer created", customer_id=customer_id, merchant_id=merchant_id, actor=actor)
         return self._view(customer, email)
 
@@ -116,6 +122,7 @@ class CustomerService:
         if expected_version is not None and customer.version != expected_version:
             raise VersionConflictError(customer_id, expected_version)
         Model = type(customer)
+        before = _audited(customer)
         fields = self._email_fields(customer_id, merchant_id, email)
         try:
             customer.update(
@@ -132,6 +139,7 @@ class CustomerService:
             if error.cause_response_code == CONDITIONAL_CHECK_FAILED:
                 raise VersionConflictError(customer_id, customer.version) from None
             raise
+        self.audit.track(audit_entity(customer_id), "update-email", actor, before=before, after=_audited(customer))
         logger.info("customer email updated", customer_id=customer_id, merchant_id=merchant_id, actor=actor)
         return self._view(customer, email)
 
@@ -227,27 +235,18 @@ class CustomerService:
             return None
         stored = {"c": customer.email.c, "v": customer.email.v, "s": customer.email.s}
         binding = _binding(customer.id, customer.merchant_id)
-        entity = f"customer#{customer.id}"
         self._record_access(
-            entity, customer.merchant_id, actor=actor, purpose=purpose, field="email", version=stored["v"]
+            customer.id, customer.merchant_id, actor=actor, purpose=purpose, field="email", version=stored["v"]
         )
         return self.encryptor.decrypt(stored, binding)
 
     def _record_access(
-        self, entity: str, merchant_id: str, *, actor: str, purpose: str, field: str, version: str
+        self, customer_id: str, merchant_id: str, *, actor: str, purpose: str, field: str, version: str, **detail: str
     ) -> None:
-        identifier("actor", actor)
-        now = self.clock.now()
-        Audit = self.models.audit
-        entry = Audit(
-            entity,
-            f"{sortable_time(now)}#{self.ids.new_id()}",
-            at=now,
-            actor=actor,
-            action="decrypt",
-            details={"field": field, "purpose": purpose, "key_version": version, "merchant_id": merchant_id},
-        )
-        entry.save()  # raises if it cannot be written: no record, no clear value
+        """Append a decryption to the customer's audit trail; raises if it cannot be written (then nothing is
+        decrypted)."""
+        detail = {"field": field, "purpose": purpose, "key_version": version, "merchant_id": merchant_id, **detail}
+        self.audit.track(audit_entity(customer_id), "decrypt", actor, detail=detail)
 
     @staticmethod
     def _view(customer: Any, email: str | None) -> CustomerView:
@@ -260,6 +259,17 @@ class CustomerService:
             customer.updated_at,
             customer.version,
         )
+
+
+def audit_entity(customer_id: str) -> str:
+    """The customer's audit chain: its own changes and decryptions, and those of its payment methods."""
+    return f"customer#{customer_id}"
+
+
+def _audited(customer: Any) -> dict[str, Any]:
+    """What a customer's audit entries diff; ``email`` is the ciphertext's signature, shown only as changed."""
+    return {"merchant_id": customer.merchant_id, "key_version": customer.key_version,
+            "email": customer.email.s if customer.email is not None else None}  # fmt: skip
 
 
 def _binding(customer_id: str, merchant_id: str) -> Binding:

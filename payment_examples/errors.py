@@ -53,6 +53,16 @@ class PaymentNotFoundError(NotFoundError):
         self.payment_id = payment_id
 
 
+class PaymentMovedError(PaymentNotFoundError):
+    """The payment is not live in this account: it moved to another account, or is arriving and not yet active
+    (transfers.py). Reads as not found; the message never names the other account."""
+
+    def __init__(self, payment_id: str, state: str) -> None:
+        NotFoundError.__init__(self, f"payment {payment_id!r} is not live in this account ({state})")
+        self.payment_id = payment_id
+        self.state = state
+
+
 class ConflictError(PaymentExamplesError):
     http_status = 409
     title = "Conflict"
@@ -137,6 +147,28 @@ class IdempotencyResultError(IdempotencyError):
     side effect again."""
 
     title = "Result cannot be stored"
+
+
+class UnknownAccountError(NotFoundError):
+    """No account of that name is in the registry (accounts.py); the message lists the names it knows."""
+
+    def __init__(self, name: str, known: tuple[str, ...]) -> None:
+        super().__init__(f"unknown account {name!r}; known accounts: {', '.join(known)}")
+        self.name = name
+        self.known = known
+
+
+class AccountAccessError(PaymentExamplesError):
+    """STS would not give credentials for an account (e.g. AccessDenied). Names the account and the STS error code,
+    never a credential."""
+
+    title = "Account access error"
+
+    def __init__(self, name: str, role_arn: str, code: str) -> None:
+        super().__init__(f"cannot assume role {role_arn} for account {name!r}: {code}")
+        self.name = name
+        self.role_arn = role_arn
+        self.code = code
 
 
 class EngineError(PaymentExamplesError):

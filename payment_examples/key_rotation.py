@@ -102,10 +102,12 @@ def _with_retries(service: Any, Model: Any, item: Any, rotate: Callable, result:
     raise RuntimeError(f"{Model.Meta.table_name} {item.id}: still changing after {MAX_ATTEMPTS} attempts")
 
 
-def _reencrypt(service: Any, stored: Any, binding: Binding, entity: str) -> tuple[str, dict[str, Any]]:
+def _reencrypt(
+    service: Any, stored: Any, binding: Binding, customer_id: str, **detail: str
+) -> tuple[str, dict[str, Any]]:
     values = {"c": stored.c, "v": stored.v, "s": stored.s}
-    service._record_access(entity, binding.merchant_id, actor=ACTOR, purpose="rotation", field=binding.attribute,
-                           version=values["v"])  # fmt: skip
+    service._record_access(customer_id, binding.merchant_id, actor=ACTOR, purpose="rotation",
+                           field=binding.attribute, version=values["v"], **detail)  # fmt: skip
     clear = service.encryptor.decrypt(values, binding)
     return clear, service.encryptor.encrypt(clear, binding)
 
@@ -116,7 +118,7 @@ def _rotate_customer(service: Any, customer: Any) -> None:
                Model.encryption_key_id.set(service.encryptor.key_id)]  # fmt: skip
     if customer.email is not None:
         binding = Binding(f"customer#{customer.id}", "email", customer.merchant_id, "email")
-        clear, stored = _reencrypt(service, customer.email, binding, f"customer#{customer.id}")
+        clear, stored = _reencrypt(service, customer.email, binding, customer.id)
         actions += [
             Model.email.set(EncryptedField(**stored)),
             Model.email_index.set(blind_index(service.encryptor.keyring, customer.merchant_id, clear)),
@@ -127,7 +129,7 @@ def _rotate_customer(service: Any, customer: Any) -> None:
 def _rotate_method(service: Any, method: Any) -> None:
     Model = type(method)
     binding = Binding(f"payment_method#{method.id}", "pan", method.merchant_id, "card")
-    clear, stored = _reencrypt(service, method.pan, binding, f"payment_method#{method.id}")
+    clear, stored = _reencrypt(service, method.pan, binding, method.customer_id, method_id=method.id)
     fingerprint = card_fingerprint(service.encryptor.keyring, clear)
     method.update(
         actions=[

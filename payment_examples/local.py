@@ -221,6 +221,7 @@ class LocalAWS:
             settings = base.with_endpoint(
                 endpoint, access_key_id=LOCAL_ACCESS_KEY_ID, secret_access_key=LOCAL_SECRET_ACCESS_KEY
             )
+            settings = _with_audit_key(settings)
             if base.engine == "moto":  # dynalite is DynamoDB only: no KMS, so no field encryption there
                 try:
                     settings = _with_field_keys(settings)
@@ -255,6 +256,16 @@ class LocalAWS:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _with_audit_key(settings: Settings) -> Settings:
+    """Unless given, a random audit checkpoint key that lives as long as the engine does (never a default)."""
+    import dataclasses
+    import secrets
+
+    if settings.audit_key or settings.audit_kms_key_id:
+        return settings
+    return dataclasses.replace(settings, audit_key=secrets.token_urlsafe(32))
 
 
 def _with_field_keys(settings: Settings) -> Settings:

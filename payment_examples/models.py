@@ -123,6 +123,19 @@ class SettlementAttribute(MapAttribute):
     settled_at = UTCDateTimeAttribute()
 
 
+class TransferAttribute(MapAttribute):
+    """A move between accounts (transfers.py). ``state``: "moved-out" on the source (no longer live there),
+    "incoming" on the target's copy until the source has committed, then "active" (live in the target)."""
+
+    state = UnicodeAttribute()
+    peer_account = UnicodeAttribute()  # the other side's account id
+    source_version = NumberAttribute()  # the source payment's version that was copied
+    at = UTCDateTimeAttribute()
+
+
+TRANSFER_LIVE = "active"
+
+
 class Payment(Model):
     class Meta(_UnboundMeta):
         base_name = "payments"
@@ -148,7 +161,13 @@ class Payment(Model):
     # run recognises a duplicate row, or a row it already handled before a crash, without keeping rows in memory.
     settlement = SettlementAttribute(null=True)
     settlement_rows = MapAttribute(null=True)
+    transfer = TransferAttribute(null=True)  # set only on payments moved between accounts
     version = VersionAttribute()
+
+    @property
+    def live(self) -> bool:
+        """False while the payment is moved out of, or still arriving in, this account."""
+        return self.transfer is None or self.transfer.state == TRANSFER_LIVE
 
     by_merchant_created = MerchantCreatedIndex()
     by_merchant_status = MerchantStatusIndex()
@@ -308,17 +327,40 @@ class IdempotencyRecord(Model):
 
 
 class AuditLog(Model):
-    """Append-only log of who did what to which entity, and when."""
+    """One entry of an entity's hash-chained audit trail (utils/audit.py). ``seq`` numbers the entity's entries
+    1, 2, 3...; an append is one put conditional on (entity, seq) not existing, so concurrent writers can never
+    fork a chain. ``hash`` = SHA-256 of ``prev`` (the previous entry's hash) and the entry's canonical JSON."""
 
     class Meta(_UnboundMeta):
         base_name = "audit-log"
 
-    entity = UnicodeAttribute(hash_key=True)  # e.g. "payment#<id>"
-    sk = UnicodeAttribute(range_key=True)  # "<ISO time>#<event id>": time-ordered, unique
+    entity = UnicodeAttribute(hash_key=True)  # e.g. "payment#<id>", "customer#<id>"
+    seq = NumberAttribute(range_key=True)
     at = UTCDateTimeAttribute()
     actor = UnicodeAttribute()
     action = UnicodeAttribute()
-    details = MapAttribute(null=True)
+    changes = ListAttribute(null=True)  # [{"field", "from", "to"}] or [{"field", "changed": true}] (not shown)
+    detail = MapAttribute(null=True)  # string -> string context: purpose, file and line, account...
+    request_id = UnicodeAttribute(null=True)
+    event_id = UnicodeAttribute(null=True)  # the writer's id for the event (a replay finds it at the head)
+    prev = UnicodeAttribute()
+    hash = UnicodeAttribute()
+
+
+class AuditCheckpoint(Model):
+    """A signed chain head (utils/audit.py ``AuditTracker.checkpoint``), kept apart from the chains it anchors so
+    that access to it can be granted (and denied) separately: a truncated or rewritten tail is caught against it."""
+
+    class Meta(_UnboundMeta):
+        base_name = "audit-checkpoints"
+
+    entity = UnicodeAttribute(hash_key=True)
+    seq = NumberAttribute(range_key=True)  # the head's sequence number when signed
+    hash = UnicodeAttribute()
+    at = UTCDateTimeAttribute()
+    checkpoint_id = UnicodeAttribute()
+    signer = UnicodeAttribute()  # "hmac-sha256:<key id>" or "kms:<key id>"
+    mac = UnicodeAttribute()  # base64
 
 
 class ReconciliationRecord(Model):
@@ -336,6 +378,7 @@ class ReconciliationRecord(Model):
 
 DEFINITIONS: tuple[type[Model], ...] = (
     Payment, Transaction, Customer, IdempotencyRecord, AuditLog, ReconciliationRecord, PaymentMethod,
+    AuditCheckpoint,
 )  # fmt: skip
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -351,6 +394,7 @@ class BoundModels:
     audit: type[AuditLog]
     reconciliation: type[ReconciliationRecord]
     payment_method: type[PaymentMethod]
+    audit_checkpoint: type[AuditCheckpoint]
 
     def all(self) -> tuple[type[Model], ...]:
         return (
@@ -361,6 +405,7 @@ class BoundModels:
             self.audit,
             self.reconciliation,
             self.payment_method,
+            self.audit_checkpoint,
         )
 
 
@@ -375,6 +420,7 @@ def _bind(definition: type[Model], settings: Settings) -> Any:
             "billing_mode": "PAY_PER_REQUEST",
             "aws_access_key_id": settings.aws_access_key_id,
             "aws_secret_access_key": settings.aws_secret_access_key,
+            "aws_session_token": settings.aws_session_token,
             "max_retry_attempts": 5,
             "max_pool_connections": 64,
         },

@@ -19,12 +19,14 @@ from payment_examples.config import Settings
 from payment_examples.errors import (
     CONDITIONAL_CHECK_FAILED,
     DuplicatePaymentError,
+    PaymentMovedError,
     PaymentNotFoundError,
     ValidationError,
     VersionConflictError,
 )
 from payment_examples.logs import logger
 from payment_examples.models import (
+    TRANSFER_LIVE,
     AuditEntry,
     BoundModels,
     Payment,
@@ -38,6 +40,7 @@ from payment_examples.models import (
 )
 from payment_examples.money import currency_exponent, validate_amount
 from payment_examples.state_machine import Balances, Operation, PaymentStatus, plan_transition
+from payment_examples.utils.audit import AuditRecord, AuditTracker
 from payment_examples.validation import identifier, optional_text
 from payment_examples.validation import metadata as validate_metadata
 
@@ -62,9 +65,39 @@ def _details(payment: Payment) -> tuple:
             payment.customer_id, payment.description, metadata or None)  # fmt: skip
 
 
+# What a payment's audit entries show and diff (utils/audit.py shows only its allow-list of these values).
+AUDITED_FIELDS = ("status", "amount", "currency", "captured_amount", "refunded_amount", "merchant_id",
+                  "customer_id", "description", "metadata")  # fmt: skip
+
+
+def audit_entity(payment_id: str) -> str:
+    return f"payment#{payment_id}"
+
+
+def audit_snapshot(payment: Payment) -> dict:
+    """The payment's audited fields as plain values (the audit tracker diffs two of these)."""
+    values = {name: getattr(payment, name) for name in AUDITED_FIELDS}
+    if values["metadata"] is not None:
+        values["metadata"] = values["metadata"].as_dict()
+    return values
+
+
+def recorded(head: AuditRecord | None, version: int) -> bool:
+    """Whether a payment chain whose latest entry is ``head`` already records ``version``: its entries' event ids
+    end with the version they record (``v<n>``, ``out-v<n>``), and are appended in version order."""
+    number = (head.event_id or "").rpartition("v")[2] if head is not None else ""
+    return number.isdigit() and int(number) >= version
+
+
+def transfer_in_detail(payment: Payment) -> dict[str, str | int]:
+    return {"source_account": payment.transfer.peer_account, "source_version": int(payment.transfer.source_version)}
+
+
 class PaymentService:
-    """Payment operations. Models (hence tables and endpoint) and the clock are injectable; by default the models
-    bound to the settings in force at call time are used, so ``local_aws()`` redirects a service built earlier."""
+    """Payment operations. Models (hence tables and endpoint), clock and audit tracker are injectable; by default
+    the models bound to the settings in force at call time are used, so ``local_aws()`` redirects a service built
+    earlier. Every create and transition is appended to the payment's hash-chained audit trail (``audit``);
+    ``audited=False`` turns that off (the benchmarks compare the two)."""
 
     def __init__(
         self,
@@ -72,10 +105,14 @@ class PaymentService:
         models: BoundModels | None = None,
         settings: Settings | None = None,
         clock: Clock | None = None,
+        audit: AuditTracker | None = None,
+        audited: bool = True,
     ) -> None:
         self._models = models
         self._settings = settings
         self.clock = clock or SystemClock()
+        self.audit = audit or AuditTracker(models=models, settings=settings, clock=self.clock)
+        self.audited = audited
 
     @property
     def models(self) -> BoundModels:
@@ -93,12 +130,16 @@ class PaymentService:
         customer_id: str | None = None,
         description: str | None = None,
         metadata: dict[str, str] | None = None,
+        actor: str | None = None,
+        request_id: str | None = None,
     ) -> CreateResult:
         """Create a pending payment, exactly once per (merchant, idempotency key).
 
         The payment id is derived from the pair, so ONE conditional put (``attribute_not_exists`` on the id) is the
         uniqueness guarantee, also under concurrency. A repeat with the same details returns the stored payment
-        (``replayed=True``); a repeat with different details raises ``DuplicatePaymentError``.
+        (``replayed=True``); a repeat with different details raises ``DuplicatePaymentError``. The payment's audit
+        trail starts with a ``create`` entry by ``actor`` (default: the merchant); a replay writes it if a crash
+        had left it unwritten.
         """
         identifier("merchant_id", merchant_id)
         identifier("idempotency_key", idempotency_key)
@@ -108,6 +149,9 @@ class PaymentService:
             identifier("customer_id", customer_id)
         optional_text("description", description, max_length=MAX_DESCRIPTION_LENGTH)
         metadata = validate_metadata("metadata", metadata) or None  # {} is stored as absent
+        actor = identifier("actor", actor if actor is not None else merchant_id)
+        if request_id is not None:
+            identifier("request_id", request_id)
 
         Model = self.models.payment
         now = self.clock.now()
@@ -138,6 +182,7 @@ class PaymentService:
             logger.info(
                 "payment created", payment_id=payment_id, merchant_id=merchant_id, amount=amount, currency=currency
             )
+            self._audit_created(payment, actor, request_id)
             return CreateResult(payment, replayed=False)
 
         existing = Model.get(payment_id, consistent_read=True)
@@ -152,10 +197,21 @@ class PaymentService:
         )
         if not same:
             raise DuplicatePaymentError(merchant_id, idempotency_key, payment_id)
+        if not existing.live:
+            raise PaymentMovedError(payment_id, existing.transfer.state)
+        self._audit_created(existing, actor, request_id)
         return CreateResult(existing, replayed=True)
 
     def get_payment(self, merchant_id: str, payment_id: str) -> Payment:
-        """The payment, if it belongs to ``merchant_id``; another merchant's payment reads as not found."""
+        """The payment, if it belongs to ``merchant_id`` and is live in this account; another merchant's payment
+        reads as not found, and so does one moved to another account (``PaymentMovedError``)."""
+        payment = self.read_payment(merchant_id, payment_id)
+        if not payment.live:
+            raise PaymentMovedError(payment_id, payment.transfer.state)
+        return payment
+
+    def read_payment(self, merchant_id: str, payment_id: str) -> Payment:
+        """The merchant's payment whether or not it is live here (transfers and audits read moved payments)."""
         identifier("merchant_id", merchant_id)
         identifier("payment_id", payment_id)
         try:
@@ -254,10 +310,13 @@ class PaymentService:
         expected_version: int | None = None,
         extend: WriteExtension | None = None,
         current: Payment | None = None,
+        audit_detail: dict[str, str | int] | None = None,
+        request_id: str | None = None,
     ) -> Payment:
         """Any operation of the state machine; ``extend`` adds actions and a condition to the same conditional
         update, so whatever it writes commits (or fails) together with the transition. ``current``: the payment as
-        the caller just read it (saves the read; the update is still conditional on its version)."""
+        the caller just read it (saves the read; the update is still conditional on its version).
+        ``audit_detail``: context for the audit entry (e.g. the settlement file and line that caused it)."""
         try:
             operation = Operation(operation)
         except ValueError:
@@ -272,6 +331,8 @@ class PaymentService:
             expected_version=expected_version,
             extend=extend,
             current=current,
+            audit_detail=audit_detail,
+            request_id=request_id,
         )
 
     def _transition(
@@ -286,6 +347,8 @@ class PaymentService:
         expected_version: int | None = None,
         extend: WriteExtension | None = None,
         current: Payment | None = None,
+        audit_detail: dict[str, str | int] | None = None,
+        request_id: str | None = None,
     ) -> Payment:
         identifier("actor", actor)
         optional_text("reason", reason, max_length=MAX_DESCRIPTION_LENGTH)
@@ -297,6 +360,7 @@ class PaymentService:
             raise VersionConflictError(payment_id, expected_version)
         self._ensure_recorded(payment)
         read_version = payment.version
+        before = audit_snapshot(payment)
         plan = plan_transition(
             payment_id,
             payment.status,
@@ -309,10 +373,13 @@ class PaymentService:
         # Write order, and why it is crash-safe:
         # 1. The payment update is the commit point. It is conditional on the version we read (optimistic
         #    locking: a concurrent writer makes it fail and nothing is written) and it stores `last_transition`,
-        #    everything needed to rebuild this transition's Transaction.
-        # 2. The Transaction is then put under an id derived from (payment id, new version). Writing it again
-        #    yields the same item, so a crash between 1 and 2 is repaired by replaying 2: the next transition
-        #    does so before it overwrites `last_transition` (`_ensure_recorded`), and so does reading the trail.
+        #    everything needed to rebuild this transition's audit entry and Transaction.
+        # 2. The audit entry is appended with the event id "v<new version>", then the Transaction is put under an
+        #    id derived from (payment id, new version). Both are idempotent (a replay finds the event at the
+        #    chain's head; the Transaction's id is fixed), and the Transaction is written last, so "Transaction
+        #    present" implies "audit entry present". A crash after 1 is repaired by replaying 2: the next
+        #    transition does so before it overwrites `last_transition` (`_ensure_recorded`), and so does reading
+        #    the trail.
         # The reverse order could leave a Transaction for a transition that never committed, whose id a
         # different later transition would then collide with.
         # The gap this leaves: after a crash between 1 and 2 on a terminal transition (refunded, voided,
@@ -320,7 +387,10 @@ class PaymentService:
         # (`transactions`) or `record_transaction` is called. A consumer that needs it at once should build
         # Transactions from the payments table's stream, where `last_transition` is written at the commit point.
         extra_actions, extra_condition = extend(payment) if extend is not None else ([], None)
-        condition = Model.merchant_id == merchant_id
+        # Live: a transfer that commits between our read and this write leaves the version as it was.
+        condition = (Model.merchant_id == merchant_id) & (
+            Model.transfer.does_not_exist() | (Model.transfer.state == TRANSFER_LIVE)
+        )
         if extra_condition is not None:
             condition &= extra_condition
         try:
@@ -350,6 +420,10 @@ class PaymentService:
             if error.cause_response_code == CONDITIONAL_CHECK_FAILED:
                 raise VersionConflictError(payment_id, read_version) from None
             raise
+        detail = dict(audit_detail or {})
+        if plan.amount:
+            detail["amount"] = plan.amount
+        self._audit(payment, operation.value, actor, before=before, detail=detail, request_id=request_id)
         self.record_transaction(payment)
         logger.info(
             "payment transition",
@@ -412,16 +486,90 @@ class PaymentService:
         try:
             self.models.transaction.get(transaction_id_for(payment.id, payment.version))
         except DoesNotExist:
+            self._audit_replay(payment)
             self.record_transaction(payment)
 
     def transactions(self, merchant_id: str, payment_id: str) -> list[Transaction]:
         """The payment's transactions in order, repairing the latest one if a crash left it unwritten."""
-        payment = self.get_payment(merchant_id, payment_id)
+        payment = self.read_payment(merchant_id, payment_id)
         Model = self.models.transaction
         found = list(Model.by_payment.query(payment_id))
         found.sort(key=lambda t: int(t.payment_version))
         if payment.last_transition is not None and (not found or int(found[-1].payment_version) != payment.version):
+            self._audit_replay(payment)
             repaired = self.record_transaction(payment)
             if repaired is not None:
                 found.append(repaired)
         return found
+
+    # -- the audit trail ---------------------------------------------------------------------------------------
+
+    def audit_trail(self, merchant_id: str, payment_id: str) -> list[AuditRecord]:
+        """The payment's audit entries in order, after repairing the latest one if a crash left it unwritten."""
+        payment = self.read_payment(merchant_id, payment_id)
+        if payment.last_transition is not None:
+            self._audit_replay(payment)
+        elif payment.transfer is None:  # an arrived payment's first entry is its transfer's to write
+            self._audit_created(payment, payment.merchant_id, None)
+        return list(self.audit.history(audit_entity(payment_id)))
+
+    def _audit_created(self, payment: Payment, actor: str, request_id: str | None) -> None:
+        if self.audited:
+            self._audit(payment, "create", actor, before=None, detail={}, request_id=request_id)
+
+    def _audit(
+        self,
+        payment: Payment,
+        action: str,
+        actor: str,
+        *,
+        before: dict | None,
+        detail: dict,
+        request_id: str | None,
+        replayed: bool = False,
+    ) -> AuditRecord | None:
+        """Append the entry for ``payment``'s current version (event id ``v<version>``), idempotently. A chain
+        that lacks its ``create`` entry (a crash right after the create's put) gets it first, rebuilt from the
+        payment's fields."""
+        if not self.audited:
+            return None
+        entity = audit_entity(payment.id)
+        event_id = f"v{payment.version}"
+        head = self.audit.head(entity)
+        if recorded(head, payment.version):
+            return head
+        if head is None and payment.version > 1:
+            head = self._audit_first(payment)
+        if replayed:
+            detail = {**detail, "repaired": "true"}
+        return self.audit.track(
+            entity, action, actor, before=before, after=audit_snapshot(payment), detail=detail,
+            request_id=request_id, event_id=event_id, known_head=head,
+        )  # fmt: skip
+
+    def _audit_first(self, payment: Payment) -> AuditRecord:
+        """A missing first entry (event ``v1``), rebuilt: ``create``, or ``transfer-in`` for a payment that
+        arrived from another account."""
+        entity = audit_entity(payment.id)
+        if payment.transfer is not None:
+            return self.audit.track(
+                entity, "transfer-in", "transfer", after=audit_snapshot(payment),
+                detail={**transfer_in_detail(payment), "repaired": "true"}, event_id="v1", known_head=None,
+            )  # fmt: skip
+        created = {name: getattr(payment, name) for name in ("amount", "currency", "merchant_id")}
+        return self.audit.track(
+            entity, "create", payment.merchant_id, after={"status": PaymentStatus.PENDING.value, **created},
+            detail={"repaired": "true"}, event_id="v1", known_head=None,
+        )  # fmt: skip
+
+    def _audit_replay(self, payment: Payment) -> None:
+        """Append the audit entry of ``payment``'s latest transition if a crash left it unwritten: rebuilt from
+        ``last_transition`` (the balances before it are not kept: the status change is shown, the amount is in the
+        detail)."""
+        transition = payment.last_transition
+        if transition is None or not self.audited:
+            return
+        before = {**audit_snapshot(payment), "status": transition.from_status}
+        detail = {"amount": int(transition.amount)} if transition.amount else {}
+        self._audit(payment, transition.type, transition.actor, before=before, detail=detail, request_id=None,
+                    replayed=True)  # fmt: skip

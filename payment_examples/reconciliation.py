@@ -567,6 +567,7 @@ class Reconciler:
                 amount=decision.amount if decision.operation is not Operation.FAIL else None,
                 reason=f"settlement {file.name[:400]} line {row.line}", expected_version=payment.version,
                 extend=lambda current: _settlement_actions(current, row, file, mark, record=True), current=payment,
+                audit_detail={"settlement_file": file.file_id, "line": row.line, "reference": row.processor_reference},
             )  # fmt: skip
         else:
             payment = self._mark_only(payment, row, file, mark, record=decision.outcome in RECONCILED)

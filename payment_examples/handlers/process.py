@@ -117,6 +117,7 @@ def _handle(
             customer_id=request.customer_id,
             description=request.description,
             metadata=request.metadata,
+            request_id=getattr(context, "aws_request_id", None) or None,
         )
         # "replayed": the payment existed already (its idempotency record had expired, or was lost)
         return {"status": 201, "body": payment_json(result.payment), "replayed": result.replayed}

@@ -52,8 +52,11 @@ def test_the_same_card_on_another_customer_is_found_by_fingerprint(customers, al
 def test_revealing_a_card_number_is_recorded_first(customers, field_settings, alice) -> None:
     method = customers.add_payment_method("merchant-a", alice.id, VISA, 12, 2030, actor="checkout").method
     assert customers.reveal_card_number("merchant-a", method.id, actor="processor-call", purpose="processor") == DIGITS
-    (entry,) = get_models(field_settings).audit.query(f"payment_method#{method.id}")
-    assert entry.actor == "processor-call" and entry.details.as_dict()["field"] == "pan"
+    *_, added, entry = get_models(field_settings).audit.query(f"customer#{alice.id}")  # the card's customer's chain
+    assert (added.action, added.detail.as_dict()) == ("add-card", {"method_id": method.id})
+    assert entry.actor == "processor-call" and entry.action == "decrypt"
+    assert entry.detail.as_dict() == {"field": "pan", "purpose": "processor", "key_version": "v1",
+                                      "merchant_id": "merchant-a", "method_id": method.id}  # fmt: skip
     with pytest.raises(PaymentMethodNotFoundError):
         customers.reveal_card_number("merchant-b", method.id, actor="x", purpose="processor")
 

@@ -31,11 +31,15 @@ def test_create_and_get_round_trip_without_the_email_in_clear_anywhere(customers
 def test_every_decryption_is_recorded_with_who_when_field_version_and_purpose(customers, field_settings, clock) -> None:
     created = customers.create_customer("merchant-a", "alice@example.com", actor="signup")
     customers.get_customer("merchant-a", created.id, actor="agent-7", purpose="support")
-    entries = list(get_models(field_settings).audit.query(f"customer#{created.id}"))
-    assert len(entries) == 1
-    entry = entries[0]
-    assert (entry.actor, entry.action) == ("agent-7", "decrypt")
-    assert entry.details.as_dict() == {
+    entries = list(customers.audit.history(f"customer#{created.id}"))
+    assert [(e.seq, e.actor, e.action) for e in entries] == [(1, "signup", "create"), (2, "agent-7", "decrypt")]
+    assert entries[0].changes == (  # the email only as changed
+        {"field": "email", "changed": True},
+        {"field": "key_version", "from": None, "to": "v1"},
+        {"field": "merchant_id", "from": None, "to": "merchant-a"},
+    )
+    entry = entries[1]
+    assert entry.detail == {
         "field": "email",
         "purpose": "support",
         "key_version": "v1",

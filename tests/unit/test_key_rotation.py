@@ -113,7 +113,7 @@ def test_rotation_decryptions_are_audited(customers, population, rotated_setting
     rotate_keys(service)
     entries = [e for e in service.models.audit.scan() if e.actor == "key-rotation"]
     assert len(entries) == 6 + 3
-    assert {e.details.as_dict()["purpose"] for e in entries} == {"rotation"}
+    assert {e.detail.as_dict()["purpose"] for e in entries} == {"rotation"}
 
 
 def test_nothing_in_clear_after_rotation(customers, population, rotated_settings, clock, field_settings) -> None:

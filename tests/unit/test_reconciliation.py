@@ -252,6 +252,16 @@ def test_a_row_applied_earlier_in_the_file_changes_what_later_rows_see(tmp_path,
     stored = svc.get_payment(M, auth.id)
     assert (stored.status, stored.refunded_amount) == ("refunded", 1000)
     assert [t.type for t in svc.transactions(M, auth.id)] == ["authorize", "capture", "refund", "refund"]
+    trail = svc.audit_trail(M, auth.id)  # each applied row is on the payment's audit chain, with its file and line
+    assert [(e.action, e.actor) for e in trail[2:]] == [("capture", "reconciliation"), ("refund", "reconciliation"),
+                                                        ("refund", "reconciliation")]  # fmt: skip
+    assert [(e.detail["line"], e.detail["reference"]) for e in trail[2:]] == [
+        ("2", "r-1"),
+        ("3", "rf-1"),
+        ("4", "rf-2"),
+    ]
+    assert {e.detail["settlement_file"] for e in trail[2:]} == {result.file.file_id}
+    assert svc.audit.verify(f"payment#{auth.id}").ok
 
 
 # -- two-sided: missing_in_file --------------------------------------------------------------------------------------

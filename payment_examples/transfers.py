@@ -1,0 +1,230 @@
+"""Moving a payment to another AWS account, safely under crashes and retries.
+
+No DynamoDB transaction spans two accounts, so the move is a hand-over in three conditional writes, each of which
+a retry can recognise as done:
+
+1. **copy**: put the payment into the target account as ``incoming`` (not live: reads there say not found and
+   transitions are refused). Conditional on the id not existing there, or on an earlier incoming copy of an older
+   source version (refreshed).
+2. **commit**: mark the source ``moved-out``, conditional on the version and status that were copied and on the
+   source still being live. This is the one instant ownership changes hands; a transition that committed on the
+   source in between makes it fail, and nothing has moved.
+3. **activate**: turn the target's copy ``active`` (live), conditional on it still being the incoming copy of the
+   committed version.
+
+Each side's audit chain records it: ``transfer-out`` on the source after 2, ``transfer-in`` on the target after 3.
+
+What this guarantees: the payment is never live in both accounts (the target's copy becomes live only after the
+source stopped being live), and never lost: before 2 it is live in the source; after 2 both sides record where it
+went, and re-running ``transfer_payment`` with the same arguments (after a crash at any step, or twice) completes
+the move, performing only the steps still missing. What it cannot avoid: between 2 and 3 it is live in *neither*
+account; a crash there leaves it so until the transfer is re-run, which is why a crash-safe caller retries it
+(and why ``TransferResult.steps`` says which steps a call performed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
+
+from payment_examples.accounts import AccountRegistry
+from payment_examples.clock import Clock, SystemClock
+from payment_examples.errors import (
+    CONDITIONAL_CHECK_FAILED,
+    ConflictError,
+    PaymentMovedError,
+    ValidationError,
+    VersionConflictError,
+)
+from payment_examples.logs import logger
+from payment_examples.models import TRANSFER_LIVE, Payment, TransferAttribute, merchant_status_key
+from payment_examples.payments import PaymentService, audit_entity, audit_snapshot, recorded, transfer_in_detail
+from payment_examples.validation import identifier
+
+STEPS = ("copied", "committed", "source-audited", "activated", "target-audited")
+MOVED_OUT, INCOMING = "moved-out", "incoming"
+# Every attribute a copy carries over. Not the version nor `last_transition`: the target's copy starts at version
+# 1 with no transition of its own, its audit chain there starts with "transfer-in", and its transaction history
+# (and the source's audit chain) stay in the source account.
+_COPIED = ("merchant_id", "idempotency_key", "amount", "currency", "status", "captured_amount", "refunded_amount",
+           "customer_id", "description", "metadata", "created_at", "created_key", "settlement",
+           "settlement_rows")  # fmt: skip
+
+
+class TransferConflictError(ConflictError):
+    """The target account already holds a live payment with this id: nothing was moved."""
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    payment_id: str
+    source: str
+    target: str
+    source_payment: Payment  # moved-out
+    target_payment: Payment  # live
+    steps: tuple[str, ...]  # the steps this call performed (empty: the move was already complete)
+
+
+def transfer_payment(
+    payment_id: str,
+    *,
+    merchant_id: str,
+    source: str,
+    target: str,
+    accounts: AccountRegistry,
+    actor: str = "transfer",
+    clock: Clock | None = None,
+    on_step: Callable[[str], None] | None = None,
+) -> TransferResult:
+    """Move the merchant's payment from account ``source`` to ``target`` (names in ``accounts``). Idempotent and
+    resumable: see the module docstring. ``on_step`` is called after each step it performs (``STEPS``)."""
+    identifier("payment_id", payment_id)
+    identifier("merchant_id", merchant_id)
+    identifier("actor", actor)
+    if source == target:
+        raise ValidationError("target", "must be another account than the source")
+    clock = clock or SystemClock()
+    src = PaymentService(models=accounts.models(source), clock=clock)
+    dst = PaymentService(models=accounts.models(target), clock=clock)
+    source_id, target_id = accounts.account(source).account_id, accounts.account(target).account_id
+    done: list[str] = []
+
+    def step(name: str) -> None:
+        done.append(name)
+        if on_step is not None:
+            on_step(name)
+
+    payment = src.read_payment(merchant_id, payment_id)
+    if payment.live:
+        if _copy(dst, payment, source_id, clock):
+            step("copied")
+        _commit(payment, target_id, clock)
+        step("committed")
+        payment = src.read_payment(merchant_id, payment_id)
+    elif payment.transfer.state != MOVED_OUT or payment.transfer.peer_account != target_id:
+        raise PaymentMovedError(payment_id, payment.transfer.state)  # arriving here, or gone to a third account
+    if _audit_out(src, payment, actor, target_id):
+        step("source-audited")
+    if _activate(dst, payment, source_id, clock):
+        step("activated")
+    arrived = dst.read_payment(merchant_id, payment_id)
+    if _audit_in(dst, arrived, actor):
+        step("target-audited")
+    logger.info("payment transferred", payment_id=payment_id, merchant_id=merchant_id, source=source, target=target,
+                steps=done)  # fmt: skip
+    return TransferResult(payment_id, source, target, payment, arrived, tuple(done))
+
+
+def _copy(dst: PaymentService, payment: Payment, source_id: str, clock: Clock) -> bool:
+    """Step 1; False when the target already holds the incoming copy of this version."""
+    Model = dst.models.payment
+    try:
+        existing = Model.get(payment.id, consistent_read=True)
+    except DoesNotExist:
+        existing = None
+    if existing is not None:
+        state = existing.transfer.state if existing.transfer is not None else TRANSFER_LIVE
+        if state == TRANSFER_LIVE:
+            raise TransferConflictError(f"payment {payment.id!r} is already live in the target account")
+        if state == INCOMING and int(existing.transfer.source_version) == payment.version:
+            return False
+    now = clock.now()
+    copy = Model(
+        payment.id,
+        **{name: getattr(payment, name) for name in _COPIED},
+        updated_at=now,
+        merchant_status=merchant_status_key(payment.merchant_id, "transfer-incoming"),
+        transfer=TransferAttribute(state=INCOMING, peer_account=source_id, source_version=payment.version, at=now),
+    )
+    try:
+        if existing is None:
+            copy.save(condition=Model.id.does_not_exist())
+        else:  # an older incoming copy, or the payment's record from when it left this account earlier
+            copy.version = existing.version
+            copy.save(condition=Model.transfer.state.is_in(INCOMING, MOVED_OUT))  # and on the version
+    except PutError as error:
+        if error.cause_response_code == CONDITIONAL_CHECK_FAILED:
+            raise VersionConflictError(payment.id, payment.version) from None  # a concurrent transfer
+        raise
+    return True
+
+
+def _commit(payment: Payment, target_id: str, clock: Clock) -> None:
+    """Step 2: the source stops being live, if it is still the version that was copied. The version is not
+    bumped (transaction ids are derived from versions), so the condition names it instead."""
+    Model = type(payment)
+    now = clock.now()
+    actions = [
+        Model.transfer.set(TransferAttribute(state=MOVED_OUT, peer_account=target_id, source_version=payment.version,
+                                             at=now)),
+        Model.merchant_status.set(merchant_status_key(payment.merchant_id, "transferred")),
+        Model.updated_at.set(now),
+    ]  # fmt: skip
+    live = Model.transfer.does_not_exist() | (Model.transfer.state == TRANSFER_LIVE)
+    try:
+        Model._get_connection().update_item(
+            payment.id, actions=actions, condition=(Model.version == payment.version) & live
+        )
+    except UpdateError as error:
+        if error.cause_response_code == CONDITIONAL_CHECK_FAILED:
+            raise VersionConflictError(payment.id, payment.version) from None
+        raise
+
+
+def _audit_out(src: PaymentService, payment: Payment, actor: str, target_id: str) -> bool:
+    if not src.audited:
+        return False
+    entity = audit_entity(payment.id)
+    event_id = f"out-v{payment.version}"
+    head = src.audit.head(entity)
+    if head is not None and head.event_id == event_id:
+        return False
+    src.audit.track(
+        entity, "transfer-out", actor, detail={"target_account": target_id, "version": payment.version},
+        event_id=event_id, known_head=head,
+    )  # fmt: skip
+    return True
+
+
+def _audit_in(dst: PaymentService, arrived: Payment, actor: str) -> bool:
+    if not dst.audited:
+        return False
+    entity = audit_entity(arrived.id)
+    head = dst.audit.head(entity)
+    if recorded(head, arrived.version):
+        return False
+    dst.audit.track(
+        entity, "transfer-in", actor, after=audit_snapshot(arrived), detail=transfer_in_detail(arrived),
+        event_id=f"v{arrived.version}", known_head=head,
+    )  # fmt: skip
+    return True
+
+
+def _activate(dst: PaymentService, payment: Payment, source_id: str, clock: Clock) -> bool:
+    """Step 3; False when the copy is already live."""
+    Model = dst.models.payment
+    try:
+        copy = Model.get(payment.id, consistent_read=True)
+    except DoesNotExist:
+        copy = None
+    transfer = copy.transfer if copy is not None else None
+    ours = transfer is not None and transfer.peer_account == source_id and transfer.source_version == payment.version
+    if not ours:
+        raise TransferConflictError(f"the target account holds no copy of payment {payment.id!r} to activate")
+    if transfer.state == TRANSFER_LIVE:
+        return False
+    actions = [
+        Model.transfer.state.set(TRANSFER_LIVE),
+        Model.merchant_status.set(merchant_status_key(copy.merchant_id, copy.status)),
+        Model.updated_at.set(clock.now()),
+    ]
+    condition = (Model.version == copy.version) & (Model.transfer.state == INCOMING)
+    try:
+        Model._get_connection().update_item(payment.id, actions=actions, condition=condition)
+    except UpdateError as error:
+        if error.cause_response_code == CONDITIONAL_CHECK_FAILED:
+            raise VersionConflictError(payment.id, copy.version) from None
+        raise
+    return True
