@@ -82,6 +82,23 @@ def audit_snapshot(payment: Payment) -> dict:
     return values
 
 
+def update_unversioned(
+    Model: type[Payment], payment_id: str, version: int, actions: list[Action], condition: Condition | None = None
+) -> None:
+    """A conditional ``UpdateItem`` that leaves the payment's version as it is (Transaction ids are derived from
+    versions, so only transitions bump it), conditional on that version instead: ``VersionConflictError`` when the
+    payment changed since it was read or ``condition`` does not hold."""
+    expected = Model.version == version
+    try:
+        Model._get_connection().update_item(
+            payment_id, actions=actions, condition=expected if condition is None else expected & condition
+        )
+    except UpdateError as error:
+        if error.cause_response_code == CONDITIONAL_CHECK_FAILED:
+            raise VersionConflictError(payment_id, version) from None
+        raise
+
+
 def recorded(head: AuditRecord | None, version: int) -> bool:
     """Whether a payment chain whose latest entry is ``head`` already records ``version``: its entries' event ids
     end with the version they record (``v<n>``, ``out-v<n>``), and are appended in version order."""

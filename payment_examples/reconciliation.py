@@ -48,7 +48,7 @@ from enum import StrEnum
 from typing import Any, BinaryIO, Protocol
 
 from botocore.exceptions import ClientError
-from pynamodb.exceptions import DoesNotExist, UpdateError
+from pynamodb.exceptions import DoesNotExist
 
 from payment_examples.aws import client as aws_client
 from payment_examples.clock import Clock, SystemClock, name_based_id
@@ -56,7 +56,7 @@ from payment_examples.config import Settings, get_settings
 from payment_examples.errors import CONDITIONAL_CHECK_FAILED, PaymentExamplesError, VersionConflictError
 from payment_examples.logs import logger
 from payment_examples.models import Payment, SettlementAttribute, get_models, sortable_time
-from payment_examples.payments import PaymentService
+from payment_examples.payments import PaymentService, update_unversioned
 from payment_examples.settlement_file import (
     InvalidRow,
     ParsedRow,
@@ -579,14 +579,7 @@ class Reconciler:
         Model = type(payment)
         actions, condition = _settlement_actions(payment, row, file, mark, record=record)
         actions.append(Model.updated_at.set(self.clock.now()))
-        try:
-            Model._get_connection().update_item(
-                payment.id, actions=actions, condition=(Model.version == payment.version) & condition
-            )
-        except UpdateError as error:
-            if error.cause_response_code == CONDITIONAL_CHECK_FAILED:
-                raise VersionConflictError(payment.id, payment.version) from None
-            raise
+        update_unversioned(Model, payment.id, payment.version, actions, condition)
         return _STALE  # re-read only if another row of this payment follows
 
     def missing_in_file(self, file: SettlementFile, latest_settled_at: datetime) -> Iterator[Payment]:

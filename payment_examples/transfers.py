@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
+from pynamodb.exceptions import DoesNotExist, PutError
 
 from payment_examples.accounts import AccountRegistry
 from payment_examples.clock import Clock, SystemClock
@@ -40,7 +40,14 @@ from payment_examples.errors import (
 )
 from payment_examples.logs import logger
 from payment_examples.models import TRANSFER_LIVE, Payment, TransferAttribute, merchant_status_key
-from payment_examples.payments import PaymentService, audit_entity, audit_snapshot, recorded, transfer_in_detail
+from payment_examples.payments import (
+    PaymentService,
+    audit_entity,
+    audit_snapshot,
+    recorded,
+    transfer_in_detail,
+    update_unversioned,
+)
 from payment_examples.validation import identifier
 
 STEPS = ("copied", "committed", "source-audited", "activated", "target-audited")
@@ -117,13 +124,17 @@ def transfer_payment(
     return TransferResult(payment_id, source, target, payment, arrived, tuple(done))
 
 
+def _stored(Model: type[Payment], payment_id: str) -> Payment | None:
+    try:
+        return Model.get(payment_id, consistent_read=True)
+    except DoesNotExist:
+        return None
+
+
 def _copy(dst: PaymentService, payment: Payment, source_id: str, clock: Clock) -> bool:
     """Step 1; False when the target already holds the incoming copy of this version."""
     Model = dst.models.payment
-    try:
-        existing = Model.get(payment.id, consistent_read=True)
-    except DoesNotExist:
-        existing = None
+    existing = _stored(Model, payment.id)
     if existing is not None:
         state = existing.transfer.state if existing.transfer is not None else TRANSFER_LIVE
         if state == TRANSFER_LIVE:
@@ -163,14 +174,7 @@ def _commit(payment: Payment, target_id: str, clock: Clock) -> None:
         Model.updated_at.set(now),
     ]  # fmt: skip
     live = Model.transfer.does_not_exist() | (Model.transfer.state == TRANSFER_LIVE)
-    try:
-        Model._get_connection().update_item(
-            payment.id, actions=actions, condition=(Model.version == payment.version) & live
-        )
-    except UpdateError as error:
-        if error.cause_response_code == CONDITIONAL_CHECK_FAILED:
-            raise VersionConflictError(payment.id, payment.version) from None
-        raise
+    update_unversioned(Model, payment.id, payment.version, actions, live)
 
 
 def _audit_out(src: PaymentService, payment: Payment, actor: str, target_id: str) -> bool:
@@ -205,10 +209,7 @@ def _audit_in(dst: PaymentService, arrived: Payment, actor: str) -> bool:
 def _activate(dst: PaymentService, payment: Payment, source_id: str, clock: Clock) -> bool:
     """Step 3; False when the copy is already live."""
     Model = dst.models.payment
-    try:
-        copy = Model.get(payment.id, consistent_read=True)
-    except DoesNotExist:
-        copy = None
+    copy = _stored(Model, payment.id)
     transfer = copy.transfer if copy is not None else None
     ours = transfer is not None and transfer.peer_account == source_id and transfer.source_version == payment.version
     if not ours:
@@ -220,11 +221,5 @@ def _activate(dst: PaymentService, payment: Payment, source_id: str, clock: Cloc
         Model.merchant_status.set(merchant_status_key(copy.merchant_id, copy.status)),
         Model.updated_at.set(clock.now()),
     ]
-    condition = (Model.version == copy.version) & (Model.transfer.state == INCOMING)
-    try:
-        Model._get_connection().update_item(payment.id, actions=actions, condition=condition)
-    except UpdateError as error:
-        if error.cause_response_code == CONDITIONAL_CHECK_FAILED:
-            raise VersionConflictError(payment.id, copy.version) from None
-        raise
+    update_unversioned(Model, payment.id, copy.version, actions, Model.transfer.state == INCOMING)
     return True
