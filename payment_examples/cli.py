@@ -33,21 +33,20 @@ _rate = _bounded(float, "a number", 0, 1)
 
 
 def _local(args: argparse.Namespace) -> int:
+    from payment_examples.config import get_settings
     from payment_examples.local import local_aws
 
-    with local_aws() as endpoint:
-        from payment_examples.config import get_settings
-
-        settings = get_settings()
-        print(f"embedded engine (local moto server process) at {endpoint}", flush=True)
-        print("point other shells or notebooks at it with:")
-        print(f"  export AWS_ENDPOINT_URL={endpoint} AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing")
-        print(f"tables created with prefix {settings.table_prefix!r}; Ctrl-C stops the engine", flush=True)
-        try:
+    try:  # Ctrl-C at any moment, even while starting or printing, stops the engine cleanly
+        with local_aws() as endpoint:
+            settings = get_settings()
+            print(f"embedded engine (local moto server process) at {endpoint}", flush=True)
+            print("point other shells or notebooks at it with:")
+            print(f"  export AWS_ENDPOINT_URL={endpoint} AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing")
+            print(f"tables created with prefix {settings.table_prefix!r}; Ctrl-C stops the engine", flush=True)
             while True:
                 time.sleep(3600)
-        except KeyboardInterrupt:
-            print("stopping", flush=True)
+    except KeyboardInterrupt:
+        print("stopped", flush=True)
     return 0
 
 
