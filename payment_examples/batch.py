@@ -35,12 +35,17 @@ from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from enum import StrEnum
 
-from botocore.exceptions import ClientError, HTTPClientError
-from botocore.exceptions import ConnectionError as BotocoreConnectionError
 from pynamodb.exceptions import PynamoDBException, TransactWriteError
 from pynamodb.transactions import TransactWrite
 
-from payment_examples.errors import ConfigurationError, DuplicatePaymentError, ValidationError
+from payment_examples.errors import (
+    THROTTLING_CODES,
+    ConfigurationError,
+    DuplicatePaymentError,
+    ValidationError,
+    error_code,
+    is_retryable,
+)
 from payment_examples.logs import logger
 from payment_examples.models import Payment, created_key, merchant_status_key, payment_id_for
 from payment_examples.money import currency_exponent, validate_amount
@@ -57,10 +62,6 @@ MAX_ATTEMPTS_LIMIT = 20
 TRANSACTION_MAX_ITEMS = 100
 # Error codes that mean "not now": throttling (the request was refused before anything was written) and
 # server-side errors. ClientErrors with an HTTP status of 500 or more count too, as do lost connections.
-THROTTLING_CODES = frozenset(
-    {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded", "Throttling"}
-)
-RETRYABLE_CODES = THROTTLING_CODES | {"InternalServerError", "ServiceUnavailable"}
 
 
 class BatchOutcome(StrEnum):
@@ -186,27 +187,6 @@ def build_payment(request: BatchPaymentRequest, *, model: type[Payment], now: da
 
 
 # -- retries -------------------------------------------------------------------------------------------------------
-
-
-def error_code(error: BaseException) -> str | None:
-    """DynamoDB's error code, through PynamoDB's wrapper (``cause_response_code``) or from a botocore ClientError."""
-    if isinstance(error, PynamoDBException):
-        return error.cause_response_code
-    if isinstance(error, ClientError):
-        return error.response.get("Error", {}).get("Code")
-    return None
-
-
-def is_retryable(error: BaseException) -> bool:
-    """Throttling, a server-side error or a lost connection: the same request may succeed later."""
-    cause = error.cause if isinstance(error, PynamoDBException) and error.cause is not None else error
-    if isinstance(cause, BotocoreConnectionError | HTTPClientError):
-        return True
-    if error_code(error) in RETRYABLE_CODES:
-        return True
-    if isinstance(cause, ClientError):  # PynamoDB keeps only the code; a plain ClientError has the status too
-        return cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500
-    return False
 
 
 def backoff_delay(retry: int, *, base_delay: float, max_delay: float, rng: random.Random) -> float:

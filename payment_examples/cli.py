@@ -149,6 +149,30 @@ def _audit_verify(args: argparse.Namespace) -> int:
     return 1 if broken else 0
 
 
+def _recover(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from payment_examples.checkout import Checkout
+    from payment_examples.config import get_settings
+    from payment_examples.errors import ConfigurationError
+    from payment_examples.payments import PaymentService
+    from payment_examples.processor import processor_for
+    from payment_examples.recovery import recover
+    from payment_examples.utils.idempotency import IdempotencyMiddleware
+
+    processor = processor_for(get_settings())
+    if processor is None:
+        raise ConfigurationError("recover resolves processor calls: set PAYMENT_PROCESSOR (e.g. local)")
+    report = recover(Checkout(PaymentService(), processor), IdempotencyMiddleware(),
+                     older_than=timedelta(seconds=args.older_than))  # fmt: skip
+    for payment_id, operation, outcome in report.resolved_calls:
+        print(f"resolved {operation} of payment {payment_id}: {outcome}")
+    for payment_id, what in report.repaired:
+        print(f"wrote the missing {what} of payment {payment_id}")
+    print(report.summary())
+    return 1 if any(outcome.startswith("error") for _, _, outcome in report.resolved_calls) else 0
+
+
 def _audit_checkpoint(args: argparse.Namespace) -> int:
     from payment_examples.utils.audit import AuditTracker
 
@@ -318,6 +342,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     sign = commands.add_parser("audit-checkpoint", help="sign the heads of audit chains (PAYMENT_AUDIT_KEY)")
     sign.add_argument("entity", nargs="*", help="e.g. customer#<id> (default: every chain, a full table scan)")
     sign.set_defaults(run=_audit_checkpoint)
+
+    sweep = commands.add_parser(
+        "recover",
+        help="finish what crashed workers left: stale idempotency claims, processor calls in flight, "
+        "missing Transactions and audit entries (exit 1 if a call could not be resolved)",
+    )
+    sweep.add_argument(
+        "--older-than", type=_non_negative, default=300.0,
+        help="seconds (default 300); younger leftovers are left to the workers that may still hold them",
+    )  # fmt: skip
+    sweep.set_defaults(run=_recover)
 
     gen = commands.add_parser(
         "gen-settlement", help="write a seeded settlement file with discrepancies, and its answers"

@@ -29,6 +29,7 @@ Mode = Literal["embedded", "endpoint", "aws"]
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.-]{0,64}$")
 _TRUE = {"1", "true", "yes", "on"}
 ENGINES = ("moto", "dynalite")
+PROCESSORS = (None, "local")
 _FALSE = {"", "0", "false", "no", "off"}
 
 
@@ -67,6 +68,9 @@ class Settings:
     # key that does (GenerateMac; preferred: the key never leaves KMS).
     audit_key: str | None = field(default=None, repr=False)
     audit_kms_key_id: str | None = None
+    # The card processor the process handler authorises through (processor.py): "local" (the simulated processor,
+    # the embedded engine's default) or None (none configured: a request with a payment_method is refused).
+    processor: str | None = None
 
     def __post_init__(self) -> None:
         if not self.region or not re.fullmatch(r"[a-z0-9-]+", self.region):
@@ -100,6 +104,8 @@ class Settings:
             raise ConfigurationError("PAYMENT_FIELD_KEY_VERSION is set but PAYMENT_FIELD_KEYS is not")
         if self.audit_key is not None and len(self.audit_key.encode()) < 32:
             raise ConfigurationError("PAYMENT_AUDIT_KEY must be at least 32 bytes")
+        if self.processor not in PROCESSORS:
+            raise ConfigurationError(f"PAYMENT_PROCESSOR {self.processor!r} must be 'local' or unset")
         if self.use_aws and self.endpoint_url:
             raise ConfigurationError("PAYMENT_USE_AWS=1 and an endpoint URL are both set; choose one")
 
@@ -148,6 +154,7 @@ class Settings:
             field_key_version=env.get("PAYMENT_FIELD_KEY_VERSION") or None,
             audit_key=env.get("PAYMENT_AUDIT_KEY") or None,
             audit_kms_key_id=env.get("PAYMENT_AUDIT_KMS_KEY_ID") or None,
+            processor=env.get("PAYMENT_PROCESSOR") or None,
         )
 
 

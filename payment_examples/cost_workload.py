@@ -170,6 +170,8 @@ def measure_workload(
         _snapshot(raw, models, sizes, "pending", first)
         sizes["idempotency"] = _idempotency_size(raw, models)
         for step in ("authorize", "capture"):
+            # Each step arrives as other requests (another container: no chain head cached from the create).
+            service = PaymentService(models=models, clock=clock)
             with tracker.step(step):
                 for merchant, payment_id, _ in created:
                     getattr(service, step)(merchant, payment_id, actor="api")
@@ -178,6 +180,7 @@ def measure_workload(
         with tracker.step("list"):
             invocations["list"] = sum(_list_all(f"merchant-{m:04d}", page_size) for m in range(merchants))
         refunded = created[::refund_every]
+        service = PaymentService(models=models, clock=clock)
         with tracker.step("refund"):
             for merchant, payment_id, amount in refunded:
                 service.refund(merchant, payment_id, actor="api", amount=amount // 2)
@@ -364,12 +367,14 @@ def model_units(
     refunded_size = sizes["payment.refund"]
     audit = {action: sizes[f"audit.{action}"] for action in ("create", "authorize", "capture", "refund")}
 
-    # Every create and transition appends an entry to the payment's audit trail (PaymentService._audit): a
-    # strongly consistent Query of the chain's head (Limit 1: it reads the previous entry, or nothing for a new
-    # chain, which still costs the minimum of one read unit), then the entry's put conditional on its sequence
-    # number being free (the item does not exist yet, so the entry's own size). The audit table has no index.
+    # Every create and transition appends an entry to the payment's audit trail (PaymentService._audit): the
+    # entry's put conditional on its sequence number being free (the item does not exist yet, so the entry's own
+    # size). A transition first reads the chain's head, a strongly consistent Query (Limit 1) of the previous
+    # entry; a create knows its chain is new and reads nothing (nor does a transition made by the service that
+    # appended the entry before it, as in checkout.py's create-and-authorise; the steps here arrive as separate
+    # requests, so they read). The audit table has no index.
     def audited(head: int | None, entry: int) -> StepUnits:
-        return StepUnits(rules.query_units([] if head is None else [head], "strong"), w(entry))
+        return StepUnits(0 if head is None else rules.query_units([head], "strong"), w(entry))
 
     # A transition: a strong read of the payment, a conditional update (the larger of before and after), the
     # created index rewritten (same key) and the status index moved (new key: a delete and a put), then the audit

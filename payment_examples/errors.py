@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotocoreConnectionError
+from pynamodb.exceptions import PynamoDBException
+
 # DynamoDB's error code for a failed condition expression (what every conditional write here may answer).
 CONDITIONAL_CHECK_FAILED = "ConditionalCheckFailedException"
+THROTTLING_CODES = frozenset(
+    {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded", "Throttling"}
+)
+RETRYABLE_CODES = THROTTLING_CODES | {"InternalServerError", "ServiceUnavailable"}
 
 
 class PaymentExamplesError(Exception):
@@ -171,7 +179,57 @@ class AccountAccessError(PaymentExamplesError):
         self.code = code
 
 
+class UnavailableError(PaymentExamplesError):
+    """A dependency did not answer in time or asked us to slow down; the request may be retried with the same
+    idempotency key after ``retry_after`` seconds (503 + ``Retry-After``). Nothing half-written is left that a
+    retry or ``recover`` does not finish."""
+
+    http_status = 503
+    title = "Service unavailable"
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class EngineUnavailableError(UnavailableError):
+    """DynamoDB throttled us or could not be reached, and the client's retries (with backoff) ran out."""
+
+
+class ProcessorUnavailableError(UnavailableError):
+    """The card processor throttled every attempt: it charged nothing."""
+
+
+class ProcessorTimeoutError(UnavailableError):
+    """The card processor did not answer in time: the charge may or may not have happened. A retry with the same
+    idempotency key asks the processor (``find``) before it sends anything again."""
+
+
 class EngineError(PaymentExamplesError):
     """The embedded engine (local moto server process) could not start or answer."""
 
     title = "Engine error"
+
+
+# -- what AWS answers ------------------------------------------------------------------------------------------------
+
+
+def error_code(error: BaseException) -> str | None:
+    """DynamoDB's error code, through PynamoDB's wrapper (``cause_response_code``) or from a botocore ClientError."""
+    if isinstance(error, PynamoDBException):
+        return error.cause_response_code
+    if isinstance(error, ClientError):
+        return error.response.get("Error", {}).get("Code")
+    return None
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Throttling, a server-side error or a lost connection: the same request may succeed later."""
+    cause = error.cause if isinstance(error, PynamoDBException) and error.cause is not None else error
+    if isinstance(cause, BotocoreConnectionError | HTTPClientError):
+        return True
+    if error_code(error) in RETRYABLE_CODES:
+        return True
+    if isinstance(cause, ClientError):  # PynamoDB keeps only the code; a plain ClientError has the status too
+        return cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500
+    return False

@@ -16,6 +16,7 @@ With a real endpoint or real AWS configured, ``local_aws()`` starts nothing and 
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import logging
 import os
 import shutil
@@ -222,6 +223,8 @@ class LocalAWS:
                 endpoint, access_key_id=LOCAL_ACCESS_KEY_ID, secret_access_key=LOCAL_SECRET_ACCESS_KEY
             )
             settings = _with_audit_key(settings)
+            if settings.processor is None:  # the simulated card processor, its ledger in the engine
+                settings = dataclasses.replace(settings, processor="local")
             if base.engine == "moto":  # dynalite is DynamoDB only: no KMS, so no field encryption there
                 try:
                     settings = _with_field_keys(settings)

@@ -136,6 +136,17 @@ class TransferAttribute(MapAttribute):
 TRANSFER_LIVE = "active"
 
 
+class ProcessorCallAttribute(MapAttribute):
+    """A card-processor call in flight (checkout.py): written before the call (for an authorisation, in the create's
+    own put), removed by the transition that applies the processor's answer. ``recover`` resolves one that a
+    crashed worker left behind, from the processor's record of ``key``."""
+
+    operation = UnicodeAttribute()  # "authorize" or "capture"
+    key = UnicodeAttribute()  # the idempotency key sent to the processor
+    amount = NumberAttribute()
+    started_at = UTCDateTimeAttribute()
+
+
 class Payment(Model):
     class Meta(_UnboundMeta):
         base_name = "payments"
@@ -162,6 +173,10 @@ class Payment(Model):
     settlement = SettlementAttribute(null=True)
     settlement_rows = MapAttribute(null=True)
     transfer = TransferAttribute(null=True)  # set only on payments moved between accounts
+    # The card processor (checkout.py): the test payment method, the call in flight, the authorisation's reference.
+    payment_method = UnicodeAttribute(null=True)
+    processor_call = ProcessorCallAttribute(null=True)
+    processor_reference = UnicodeAttribute(null=True)
     version = VersionAttribute()
 
     @property
@@ -376,6 +391,27 @@ class ReconciliationRecord(Model):
     sk = UnicodeAttribute(range_key=True)
 
 
+class ProcessorCharge(Model):
+    """The simulated card processor's ledger (processor.py ``LocalProcessor``): one item per request it acted on,
+    keyed by the idempotency key the request carried. It is the ground truth tests count charges in. Created only
+    where the local processor is configured (``PAYMENT_PROCESSOR=local``, the embedded engine's default)."""
+
+    class Meta(_UnboundMeta):
+        base_name = "processor-ledger"
+
+    key = UnicodeAttribute(hash_key=True)  # the idempotency key of the request
+    reference = UnicodeAttribute(range_key=True)  # the processor's id for what it did: "ch_...", "cp_...", "re_..."
+    operation = UnicodeAttribute()  # authorize, capture, refund
+    payment_id = UnicodeAttribute()  # the merchant's reference (our payment id)
+    amount = NumberAttribute()
+    currency = UnicodeAttribute()
+    payment_method = UnicodeAttribute(null=True)
+    approved = UnicodeAttribute()  # "true" / "false"
+    decline_code = UnicodeAttribute(null=True)
+    authorization = UnicodeAttribute(null=True)  # capture and refund: the authorisation's reference
+    at = UTCDateTimeAttribute()
+
+
 DEFINITIONS: tuple[type[Model], ...] = (
     Payment, Transaction, Customer, IdempotencyRecord, AuditLog, ReconciliationRecord, PaymentMethod,
     AuditCheckpoint,
@@ -395,6 +431,7 @@ class BoundModels:
     reconciliation: type[ReconciliationRecord]
     payment_method: type[PaymentMethod]
     audit_checkpoint: type[AuditCheckpoint]
+    processor_ledger: type[ProcessorCharge]  # not in all(): only where the local processor is configured
 
     def all(self) -> tuple[type[Model], ...]:
         return (
@@ -431,7 +468,7 @@ def _bind(definition: type[Model], settings: Settings) -> Any:
 @lru_cache(maxsize=32)
 def bind_models(settings: Settings) -> BoundModels:
     """Model classes bound to ``settings`` (cached: the same settings give the same classes and connections)."""
-    return BoundModels(*(_bind(definition, settings) for definition in DEFINITIONS))
+    return BoundModels(*(_bind(definition, settings) for definition in (*DEFINITIONS, ProcessorCharge)))
 
 
 def get_models(settings: Settings | None = None) -> BoundModels:
@@ -439,9 +476,12 @@ def get_models(settings: Settings | None = None) -> BoundModels:
 
 
 def create_tables(settings: Settings | None = None) -> list[str]:
-    """Create every table (with its indexes and TTL setting) that does not exist yet. Returns the table names."""
+    """Create every table (with its indexes and TTL setting) that does not exist yet, and the simulated
+    processor's ledger where ``settings.processor`` is "local". Returns the table names."""
+    settings = settings or get_settings()
     models = get_models(settings)
-    for model in models.all():
+    wanted = (*models.all(), models.processor_ledger) if settings.processor == "local" else models.all()
+    for model in wanted:
         if model.exists():
             continue
         try:
@@ -452,4 +492,4 @@ def create_tables(settings: Settings | None = None) -> list[str]:
             if "UpdateTimeToLive" not in str(error) or "UnknownOperationException" not in str(error):
                 raise
             logger.warning("this engine cannot enable TTL", table=model.Meta.table_name)
-    return [model.Meta.table_name for model in models.all()]
+    return [model.Meta.table_name for model in wanted]

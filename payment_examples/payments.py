@@ -7,8 +7,11 @@ moto its cost grows with all the data held).
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 from pynamodb.expressions.condition import Condition
@@ -30,6 +33,7 @@ from payment_examples.models import (
     AuditEntry,
     BoundModels,
     Payment,
+    ProcessorCallAttribute,
     Transaction,
     TransitionAttribute,
     created_key,
@@ -40,7 +44,7 @@ from payment_examples.models import (
 )
 from payment_examples.money import currency_exponent, validate_amount
 from payment_examples.state_machine import Balances, Operation, PaymentStatus, plan_transition
-from payment_examples.utils.audit import AuditRecord, AuditTracker
+from payment_examples.utils.audit import UNREAD, AuditRecord, AuditTracker
 from payment_examples.validation import identifier, optional_text
 from payment_examples.validation import metadata as validate_metadata
 
@@ -62,7 +66,7 @@ def _details(payment: Payment) -> tuple:
     """What a repeat of the same create request must match (everything the client sent)."""
     metadata = payment.metadata.as_dict() if payment.metadata is not None else None
     return (payment.merchant_id, payment.idempotency_key, int(payment.amount), payment.currency,
-            payment.customer_id, payment.description, metadata or None)  # fmt: skip
+            payment.customer_id, payment.description, metadata or None, payment.payment_method)  # fmt: skip
 
 
 # What a payment's audit entries show and diff (utils/audit.py shows only its allow-list of these values).
@@ -110,6 +114,30 @@ def transfer_in_detail(payment: Payment) -> dict[str, str | int]:
     return {"source_account": payment.transfer.peer_account, "source_version": int(payment.transfer.source_version)}
 
 
+class _HeadCache:
+    """The audit entries this service appended last, per chain (bounded, thread-safe): the known head of the
+    payment's next transition when the same container makes it (a guess: a wrong one costs a retry, never a fork)."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self._entries: OrderedDict[str, AuditRecord] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, entity: str, version: int) -> AuditRecord | object:
+        with self._lock:
+            record = self._entries.get(entity)
+        if record is None or record.event_id != f"v{version}":
+            return UNREAD
+        return record
+
+    def put(self, entity: str, record: AuditRecord) -> None:
+        with self._lock:
+            self._entries[entity] = record
+            self._entries.move_to_end(entity)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+
 class PaymentService:
     """Payment operations. Models (hence tables and endpoint), clock and audit tracker are injectable; by default
     the models bound to the settings in force at call time are used, so ``local_aws()`` redirects a service built
@@ -130,6 +158,7 @@ class PaymentService:
         self.clock = clock or SystemClock()
         self.audit = audit or AuditTracker(models=models, settings=settings, clock=self.clock)
         self.audited = audited
+        self._heads = _HeadCache()
 
     @property
     def models(self) -> BoundModels:
@@ -149,6 +178,8 @@ class PaymentService:
         metadata: dict[str, str] | None = None,
         actor: str | None = None,
         request_id: str | None = None,
+        payment_method: str | None = None,
+        processor_call: ProcessorCallAttribute | None = None,
     ) -> CreateResult:
         """Create a pending payment, exactly once per (merchant, idempotency key).
 
@@ -156,7 +187,8 @@ class PaymentService:
         uniqueness guarantee, also under concurrency. A repeat with the same details returns the stored payment
         (``replayed=True``); a repeat with different details raises ``DuplicatePaymentError``. The payment's audit
         trail starts with a ``create`` entry by ``actor`` (default: the merchant); a replay writes it if a crash
-        had left it unwritten.
+        had left it unwritten. ``payment_method`` and ``processor_call`` (checkout.py): the card to authorise and
+        the authorisation about to be sent, written in the same put.
         """
         identifier("merchant_id", merchant_id)
         identifier("idempotency_key", idempotency_key)
@@ -189,6 +221,8 @@ class PaymentService:
             updated_at=now,
             created_key=created_key(now, payment_id),
             merchant_status=merchant_status_key(merchant_id, PaymentStatus.PENDING),
+            payment_method=payment_method,
+            processor_call=processor_call,
         )
         try:
             payment.save(condition=Model.id.does_not_exist())
@@ -199,7 +233,7 @@ class PaymentService:
             logger.info(
                 "payment created", payment_id=payment_id, merchant_id=merchant_id, amount=amount, currency=currency
             )
-            self._audit_created(payment, actor, request_id)
+            self._audit_created(payment, actor, request_id, fresh=True)
             return CreateResult(payment, replayed=False)
 
         existing = Model.get(payment_id, consistent_read=True)
@@ -211,6 +245,7 @@ class PaymentService:
             customer_id,
             description,
             metadata,
+            payment_method,
         )
         if not same:
             raise DuplicatePaymentError(merchant_id, idempotency_key, payment_id)
@@ -434,9 +469,11 @@ class PaymentService:
                 condition=condition,
             )
         except UpdateError as error:
-            if error.cause_response_code == CONDITIONAL_CHECK_FAILED:
-                raise VersionConflictError(payment_id, read_version) from None
-            raise
+            if error.cause_response_code != CONDITIONAL_CHECK_FAILED:
+                raise
+            # Our own write may have landed and only its answer been lost (the client retried it, and the retry
+            # failed its condition): then the payment shows exactly this transition at the next version.
+            payment = self._landed(payment, read_version, plan.to_status.value, operation.value, actor, now)
         detail = dict(audit_detail or {})
         if plan.amount:
             detail["amount"] = plan.amount
@@ -451,6 +488,22 @@ class PaymentService:
             version=payment.version,
         )
         return payment
+
+    def _landed(
+        self, payment: Payment, read_version: int, to_status: str, operation: str, actor: str, at: datetime
+    ) -> Payment:
+        """The payment as our lost-answer update left it, or ``VersionConflictError`` if someone else changed it."""
+        current = type(payment).get(payment.id, consistent_read=True)
+        transition = current.last_transition
+        if (
+            current.version == read_version + 1
+            and transition is not None
+            and (transition.type, transition.actor, transition.to_status, transition.at)
+            == (operation, actor, to_status, at)
+        ):
+            logger.info("payment transition landed; its answer was lost", payment_id=payment.id)
+            return current
+        raise VersionConflictError(payment.id, read_version)
 
     # -- the transaction trail ---------------------------------------------------------------------------------
 
@@ -530,9 +583,32 @@ class PaymentService:
             self._audit_created(payment, payment.merchant_id, None)
         return list(self.audit.history(audit_entity(payment_id)))
 
-    def _audit_created(self, payment: Payment, actor: str, request_id: str | None) -> None:
+    def repair(self, payment: Payment) -> tuple[str, ...]:
+        """Write what a crash after the commit left unwritten for ``payment``'s current version: its audit entry
+        (``create`` at version 1) and its Transaction. Idempotent and safe beside live traffic (both writes are
+        conditional and recognised on replay). Returns what it wrote: "audit", "transaction"."""
+        wrote = []
+        auditable = self.audited and (payment.last_transition is not None or payment.transfer is None)
+        if auditable and not recorded(self.audit.head(audit_entity(payment.id)), payment.version):
+            if payment.last_transition is None:
+                self._audit_created(payment, payment.merchant_id, None)
+            else:
+                self._audit_replay(payment)
+            wrote.append("audit")
+        if payment.last_transition is not None:
+            try:
+                self.models.transaction.get(transaction_id_for(payment.id, payment.version), consistent_read=True)
+            except DoesNotExist:
+                self.record_transaction(payment)
+                wrote.append("transaction")
+        return tuple(wrote)
+
+    def _audit_created(self, payment: Payment, actor: str, request_id: str | None, *, fresh: bool = False) -> None:
+        """The ``create`` entry. ``fresh``: this call's put created the payment, so its chain is empty and the
+        entry is put without reading the head first (a lost race, impossible here, would still re-read)."""
         if self.audited:
-            self._audit(payment, "create", actor, before=None, detail={}, request_id=request_id)
+            self._audit(payment, "create", actor, before=None, detail={}, request_id=request_id,
+                        known_head=None if fresh else UNREAD)  # fmt: skip
 
     def _audit(
         self,
@@ -544,25 +620,38 @@ class PaymentService:
         detail: dict,
         request_id: str | None,
         replayed: bool = False,
+        known_head: AuditRecord | None | object = UNREAD,
     ) -> AuditRecord | None:
         """Append the entry for ``payment``'s current version (event id ``v<version>``), idempotently. A chain
         that lacks its ``create`` entry (a crash right after the create's put) gets it first, rebuilt from the
-        payment's fields."""
+        payment's fields.
+
+        The head is read (one strongly consistent query) unless the caller knows it, or this service appended the
+        entry of the version just before (kept in a small cache: the create-then-authorise flow of checkout.py
+        saves the read). A stale guess costs nothing but a retry: the put is conditional on the number being free,
+        and a lost put re-reads the head."""
         if not self.audited:
             return None
         entity = audit_entity(payment.id)
         event_id = f"v{payment.version}"
-        head = self.audit.head(entity)
-        if recorded(head, payment.version):
-            return head
-        if head is None and payment.version > 1:
-            head = self._audit_first(payment)
+        if known_head is UNREAD:
+            known_head = self._heads.get(entity, payment.version - 1)
+        if known_head is UNREAD:
+            head = self.audit.head(entity)
+            if recorded(head, payment.version):
+                return head
+            if head is None and payment.version > 1:
+                head = self._audit_first(payment)
+        else:
+            head = known_head
         if replayed:
             detail = {**detail, "repaired": "true"}
-        return self.audit.track(
+        record = self.audit.track(
             entity, action, actor, before=before, after=audit_snapshot(payment), detail=detail,
             request_id=request_id, event_id=event_id, known_head=head,
         )  # fmt: skip
+        self._heads.put(entity, record)
+        return record
 
     def _audit_first(self, payment: Payment) -> AuditRecord:
         """A missing first entry (event ``v1``), rebuilt: ``create``, or ``transfer-in`` for a payment that

@@ -10,7 +10,14 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent, APIGatewayProxyEventV2
 
-from payment_examples.errors import MethodNotAllowedError, PaymentExamplesError, ValidationError
+from payment_examples.errors import (
+    EngineUnavailableError,
+    MethodNotAllowedError,
+    PaymentExamplesError,
+    UnavailableError,
+    ValidationError,
+    is_retryable,
+)
 from payment_examples.logs import logger
 
 ApiEvent = APIGatewayProxyEvent | APIGatewayProxyEventV2
@@ -21,7 +28,19 @@ def parse_event(event: dict) -> ApiEvent:
     """The Powertools data class for an API Gateway REST (v1 proxy) or HTTP API (v2) event."""
     if not isinstance(event, dict):
         raise ValidationError("event", "not an API Gateway proxy event")
-    return APIGatewayProxyEventV2(event) if event.get("version") == "2.0" else APIGatewayProxyEvent(event)
+    parsed = APIGatewayProxyEventV2(event) if event.get("version") == "2.0" else APIGatewayProxyEvent(event)
+    try:  # every part the handlers read, checked here: a malformed event is a 400, never a KeyError's 500
+        if not isinstance(parsed.http_method, str):
+            raise TypeError("method")
+        dict(parsed.headers or {})
+        dict(parsed.query_string_parameters or {})
+        dict(parsed.path_parameters or {})
+        if not isinstance(parsed.body, str | None):
+            raise TypeError("body")
+        bool(parsed.is_base64_encoded)
+    except (KeyError, TypeError, AttributeError, ValueError):
+        raise ValidationError("event", "not an API Gateway proxy event") from None
+    return parsed
 
 
 def header(event: ApiEvent, name: str) -> str | None:
@@ -55,23 +74,37 @@ def problem_response(
 
 
 def error_response(error: Exception) -> dict:
-    """Map an exception to a problem response. Unexpected errors become a 500 that reveals no internals."""
+    """Map an exception to a problem response. DynamoDB throttling or an unreachable engine that outlasted the
+    client's retries is a 503 with ``Retry-After``; unexpected errors become a 500 that reveals no internals."""
+    if not isinstance(error, PaymentExamplesError) and is_retryable(error):
+        logger.warning("engine unavailable", error_type=type(error).__name__)
+        error = EngineUnavailableError("the payment store is busy or unreachable; retry with the same key")
+    if isinstance(error, UnavailableError):
+        return problem_response(
+            error.http_status, error.title, str(error), slug=_slug(error),
+            headers={"Retry-After": str(error.retry_after)},
+        )  # fmt: skip
     if isinstance(error, ValidationError):
         return problem_response(
             400, error.title, str(error), slug="invalid-request",
             extra={"invalid_params": [{"name": error.field, "reason": error.message}]},
         )  # fmt: skip
     if isinstance(error, PaymentExamplesError) and error.http_status < 500:
-        slug = re.sub(r"(?<!^)(?=[A-Z])", "-", type(error).__name__.removesuffix("Error")).lower()
+        slug = _slug(error)
         retry_after = getattr(error, "retry_after", None)
         headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
         if error.http_status == 401:
             headers["WWW-Authenticate"] = 'Bearer realm="payments"'  # RFC 6750
         if isinstance(error, MethodNotAllowedError):
             headers["Allow"] = error.allow  # RFC 9110 15.5.6
-        return problem_response(error.http_status, error.title, str(error), slug=slug, headers=headers)
+        extra = error.problem_extra() if hasattr(error, "problem_extra") else None
+        return problem_response(error.http_status, error.title, str(error), slug=slug, extra=extra, headers=headers)
     logger.exception("unhandled error")
     return problem_response(500, "Internal error", "the request could not be processed", slug="internal")
+
+
+def _slug(error: Exception) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "-", type(error).__name__.removesuffix("Error")).lower()
 
 
 def iso_utc(value: datetime) -> str:
@@ -94,4 +127,6 @@ def payment_json(payment: Any) -> dict[str, Any]:
         "created_at": iso_utc(payment.created_at),
         "updated_at": iso_utc(payment.updated_at),
         "version": int(payment.version),
+        **({"payment_method": payment.payment_method} if payment.payment_method else {}),
+        **({"processor_reference": payment.processor_reference} if payment.processor_reference else {}),
     }

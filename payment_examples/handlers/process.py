@@ -1,7 +1,9 @@
 """``POST /payments``: create a payment exactly once per ``Idempotency-Key`` (the brief's ProcessPaymentHandler).
 
-A thin adapter: authenticate the merchant, validate the request, run ``PaymentService.create_payment`` inside the
-idempotency middleware, and map the outcome or the error to an HTTP response. Works for API Gateway REST (v1
+A thin adapter: authenticate the merchant, validate the request, run ``PaymentService.create_payment`` (with a
+``payment_method``: ``Checkout.create_and_authorize``, through the configured processor) inside the idempotency
+middleware, and map the outcome or the error to an HTTP response (a decline is 402, a processor timeout or an
+unavailable engine 503 with ``Retry-After``). Works for API Gateway REST (v1
 proxy) and HTTP API (v2) events. Clients are built on the first invocation and reused by the container.
 """
 
@@ -16,6 +18,7 @@ from functools import lru_cache
 from typing import Any
 
 from payment_examples.auth import merchant_identity
+from payment_examples.checkout import Checkout
 from payment_examples.config import Settings, get_settings
 from payment_examples.errors import MethodNotAllowedError, ValidationError
 from payment_examples.handlers.http import error_response, header, json_response, parse_event, payment_json
@@ -23,11 +26,12 @@ from payment_examples.logs import logger
 from payment_examples.models import get_models
 from payment_examples.money import currency_exponent, validate_amount
 from payment_examples.payments import MAX_DESCRIPTION_LENGTH, PaymentService
+from payment_examples.processor import processor_for, validate_payment_method
 from payment_examples.utils.idempotency import IdempotencyMiddleware
 from payment_examples.validation import identifier, metadata, optional_text
 
 MAX_BODY_BYTES = 16 * 1024
-FIELDS = frozenset({"amount", "currency", "customer_id", "description", "metadata"})
+FIELDS = frozenset({"amount", "currency", "customer_id", "description", "metadata", "payment_method"})
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
@@ -38,6 +42,7 @@ class PaymentRequest:
     customer_id: str | None = None
     description: str | None = None
     metadata: dict[str, str] | None = None
+    payment_method: str | None = None  # present: authorise through the configured processor (checkout.py)
 
     @classmethod
     def from_body(cls, body: Any) -> PaymentRequest:
@@ -62,29 +67,44 @@ class PaymentRequest:
             customer_id=customer_id,
             description=optional_text("description", body.get("description"), max_length=MAX_DESCRIPTION_LENGTH),
             metadata=metadata("metadata", body.get("metadata")),
+            payment_method=validate_payment_method(body["payment_method"]) if "payment_method" in body else None,
         )
 
 
+@dataclass(frozen=True)
+class Dependencies:
+    service: PaymentService
+    middleware: IdempotencyMiddleware
+    checkout: Checkout | None  # None: no processor configured
+
+
 @lru_cache(maxsize=8)
-def _default_dependencies(settings: Settings) -> tuple[PaymentService, IdempotencyMiddleware]:
+def _default_dependencies(settings: Settings) -> Dependencies:
     """Built on first use, once per container (and per settings, so ``local_aws()`` can redirect it)."""
-    return PaymentService(models=get_models(settings)), IdempotencyMiddleware(settings=settings)
+    service = PaymentService(models=get_models(settings))
+    processor = processor_for(settings)
+    checkout = Checkout(service, processor) if processor is not None else None
+    return Dependencies(service, IdempotencyMiddleware(settings=settings), checkout)
 
 
 def make_handler(
-    service: PaymentService | None = None, middleware: IdempotencyMiddleware | None = None
+    service: PaymentService | None = None,
+    middleware: IdempotencyMiddleware | None = None,
+    checkout: Checkout | None = None,
 ) -> Callable[[dict, Any], dict]:
-    """A handler bound to the given service and middleware (tests and notebooks inject clocks and ids this way);
-    whatever is not given is built lazily from the settings in force."""
+    """A handler bound to the given service, middleware and checkout (tests and notebooks inject clocks, ids and a
+    processor this way); whatever is not given is built lazily from the settings in force."""
 
     def handler(event: dict, context: Any) -> dict:
         try:
             settings = get_settings()
-            bound_service, bound_middleware = service, middleware
-            if bound_service is None or bound_middleware is None:
-                default_service, default_middleware = _default_dependencies(settings)
-                bound_service, bound_middleware = service or default_service, middleware or default_middleware
-            return _handle(event, context, settings, bound_service, bound_middleware)
+            deps = None if service and middleware and checkout else _default_dependencies(settings)
+            bound = Dependencies(
+                service or deps.service,
+                middleware or deps.middleware,
+                checkout or (deps.checkout if service is None else None),
+            )
+            return _handle(event, context, settings, bound)
         except Exception as error:  # every failure becomes a problem+json response; 5xx reveal no internals
             return error_response(error)
 
@@ -94,9 +114,7 @@ def make_handler(
 handler = make_handler()  # the Lambda entry point: payment_examples.handlers.process.handler
 
 
-def _handle(
-    event: dict, context: Any, settings: Settings, service: PaymentService, middleware: IdempotencyMiddleware
-) -> dict:
+def _handle(event: dict, context: Any, settings: Settings, deps: Dependencies) -> dict:
     api = parse_event(event)
     if api.http_method != "POST":
         raise MethodNotAllowedError(f"{api.http_method} is not supported here; use POST", allow="POST")
@@ -107,22 +125,26 @@ def _handle(
     identifier(IDEMPOTENCY_HEADER, key)
     body = _json_body(_raw_body(api))
     request = PaymentRequest.from_body(body)
+    if request.payment_method is not None and deps.checkout is None:
+        raise ValidationError("payment_method", "no card processor is configured here (PAYMENT_PROCESSOR)")
+    fields = {
+        "customer_id": request.customer_id,
+        "description": request.description,
+        "metadata": request.metadata,
+        "request_id": getattr(context, "aws_request_id", None) or None,
+    }
 
     def create() -> dict:
-        result = service.create_payment(
-            merchant_id,
-            key,
-            request.amount,
-            request.currency,
-            customer_id=request.customer_id,
-            description=request.description,
-            metadata=request.metadata,
-            request_id=getattr(context, "aws_request_id", None) or None,
-        )
-        # "replayed": the payment existed already (its idempotency record had expired, or was lost)
+        if request.payment_method is None:
+            result = deps.service.create_payment(merchant_id, key, request.amount, request.currency, **fields)
+        else:  # a decline raises PaymentDeclinedError: stored, and replayed as 402 to every repeat
+            result = deps.checkout.create_and_authorize(
+                merchant_id, key, request.amount, request.currency, request.payment_method, **fields
+            )
+        # "replayed": the payment existed already (a retry after a timeout, or its idempotency record had expired)
         return {"status": 201, "body": payment_json(result.payment), "replayed": result.replayed}
 
-    outcome = middleware.process_outcome(key, create, payload=body, scope=merchant_id, lease=_lease(context))
+    outcome = deps.middleware.process_outcome(key, create, payload=body, scope=merchant_id, lease=_lease(context))
     response = outcome.value
     headers = {"Location": f"/payments/{response['body']['id']}"}
     if outcome.replayed or response.get("replayed"):

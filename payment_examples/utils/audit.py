@@ -54,7 +54,7 @@ SHOWN_FIELDS = frozenset({
     "version", "key_version", "brand", "last4", "exp_month", "exp_year", "transfer",
 })  # fmt: skip
 MAX_DETAIL_VALUE = 256
-_UNREAD = object()
+UNREAD = object()  # "known_head" not given: read the head first
 
 
 class AuditAppendError(ConflictError):
@@ -309,7 +309,7 @@ class AuditTracker:
         request_id: str | None = None,
         detail: Mapping[str, Any] | None = None,
         event_id: str | None = None,
-        known_head: AuditRecord | None | object = _UNREAD,
+        known_head: AuditRecord | None | object = UNREAD,
     ) -> AuditRecord:
         """Append an entry to ``entity``'s chain and return it: one strongly consistent read of the head and one
         conditional put; a lost race re-reads the head and tries again on top of the winner.
@@ -329,7 +329,7 @@ class AuditTracker:
         context = _detail(detail)
         Model = self.models.audit
         for attempt in range(self.max_attempts):
-            head = self.head(entity) if attempt or known_head is _UNREAD else known_head
+            head = self.head(entity) if attempt or known_head is UNREAD else known_head
             if head is not None and event_id is not None and head.event_id == event_id:
                 return head
             seq = 1 if head is None else int(head.seq) + 1

@@ -221,6 +221,49 @@ class IdempotencyMiddleware:
             self._remember(record_key, _Record(COMPLETED, digest, expires_at, None, _VALUE, text))
         return Outcome(value, replayed=False)
 
+    def release_stale_claims(self) -> int:
+        """Delete every claim still in progress past its lease (a crashed or timed-out worker's), each conditional
+        on its token and its lease being over, so a claim taken over meanwhile is kept. A scan: a batch job's cost
+        (``recovery.py``), never on the request path. Returns how many were released."""
+        now_ms = _ms(self.clock.now().timestamp())
+        paginator = self.client.get_paginator("scan")
+        released = 0
+        pages = paginator.paginate(
+            TableName=self.table_name,
+            FilterExpression="#status = :in_progress AND #lease_expires_at < :now_ms",
+            ExpressionAttributeNames={"#key": "key", "#status": "status", "#lease_expires_at": "lease_expires_at"},
+            ExpressionAttributeValues={":in_progress": {"S": IN_PROGRESS}, ":now_ms": {"N": str(now_ms)}},
+            ProjectionExpression="#key, claim_token",
+            ConsistentRead=True,
+        )
+        for page in pages:
+            for item in page.get("Items", []):
+                try:
+                    self.client.delete_item(
+                        TableName=self.table_name,
+                        Key={"key": item["key"]},
+                        ConditionExpression="#claim_token = :token AND #status = :in_progress"
+                        " AND #lease_expires_at < :now_ms",
+                        ExpressionAttributeNames={
+                            "#claim_token": "claim_token",
+                            "#status": "status",
+                            "#lease_expires_at": "lease_expires_at",
+                        },
+                        ExpressionAttributeValues={
+                            ":token": item["claim_token"],
+                            ":in_progress": {"S": IN_PROGRESS},
+                            ":now_ms": {"N": str(now_ms)},
+                        },
+                    )
+                except ClientError as error:
+                    if not _condition_failed(error):
+                        raise
+                    continue
+                released += 1
+        if released:
+            logger.info("stale idempotency claims released", released=released)
+        return released
+
     @staticmethod
     def record_key(scope: str, key: str) -> str:
         """The stored key: a hash of (scope, key), so identical keys of two tenants never collide."""
