@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PIP_FLAGS := --quiet --disable-pip-version-check
 
-.PHONY: setup test lint reports lab local clean notebooks bench lambda
+.PHONY: setup test lint reports lab local clean notebooks bench test-load lambda
 
 setup: $(STAMP)
 
@@ -39,6 +39,11 @@ reports: setup
 # Performance against the brief's targets on moto and dynalite, next to raw boto3 (writes tests/benchmarks/).
 bench: setup
 	$(BIN)/python -m tests.benchmarks.run
+
+# The load test on moto and dynalite: 10,000 payments with a card from 16 threads and a storm of 1,000 keys x 8
+# copies; exact counts (exit 1 on a mismatch), writes tests/load/RESULTS.md and results.json.
+test-load: setup
+	$(BIN)/python -m tests.load.run
 
 # The Lambda code artifact for template.yaml (CodeUri: build/lambda): the package and its runtime dependencies
 # only, as binary wheels for the functions' platform (arm64, Python 3.11). Then: sam deploy --guided.

@@ -1,0 +1,138 @@
+"""The load runner on the local server processes (moto and dynalite): exact counts under concurrency, the duplicate
+storm, the counter itself, and the round trips of a create with a card and of its replay (operations and tables in
+order; timings are never asserted)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+
+from payment_examples.checkout import Checkout
+from payment_examples.config import Settings, use_settings
+from payment_examples.handlers.process import make_handler
+from payment_examples.load import (
+    LoadResult,
+    count_outcome,
+    load_keys,
+    payment_event,
+    recording,
+    round_trip_table,
+    round_trips,
+    run_load,
+)
+from payment_examples.models import create_tables, get_models, payment_id_for
+from payment_examples.payments import PaymentService
+from payment_examples.processor import LocalProcessor
+from payment_examples.utils.idempotency import IdempotencyMiddleware
+
+CARD = {"amount": 1250, "currency": "USD", "payment_method": "pm_card_visa"}
+CONDITION_FAILED = "ConditionalCheckFailedException"
+
+
+@pytest.fixture
+def card_engine(engine: Settings) -> Iterator[Settings]:
+    """The engine's fresh tables, with the simulated processor configured (its ledger table created)."""
+    settings = replace(engine, processor="local")
+    with use_settings(settings):
+        create_tables(settings)
+        yield settings
+
+
+def test_load_counts_are_exact(card_engine: Settings) -> None:
+    result = run_load(60, threads=8)
+
+    assert result.mismatches() == []
+    assert (result.requests, result.keys, result.payments, result.charges) == (60, 60, 60, 60)
+    assert result.duplicate_charges == 0
+    assert result.statuses == {201: 60}
+    assert result.created_responses == 60 and result.replayed_responses == 0
+    assert result.authorized == 60
+    assert result.total_amount == result.charged_amount == 60 * 1250
+    assert len(result.latencies_ms) == 60 and result.seconds > 0 and result.throughput > 0
+    p = result.percentiles()
+    assert set(p) == {"p50", "p95", "p99"} and 0 < p["p50"] <= p["p95"] <= p["p99"]
+    summary = result.as_dict()
+    assert summary["statuses"] == {"201": 60} and summary["mismatches"] == [] and "latencies_ms" not in summary
+    assert summary["engine"] == card_engine.engine
+
+
+def test_duplicate_storm_charges_each_key_once(card_engine: Settings) -> None:
+    result = run_load(40, threads=8, copies=8, seed=1)
+
+    assert result.mismatches() == []
+    assert result.requests == 320 and result.copies == 8
+    assert (result.payments, result.charges, result.duplicate_charges) == (40, 40, 0)
+    assert result.created_responses == 40  # exactly one answer per key created it
+    assert set(result.statuses) <= {201, 409} and sum(result.statuses.values()) == 320
+    assert result.statuses[201] == 40 + result.replayed_responses
+    assert result.total_amount == result.charged_amount == 40 * 1250
+
+
+def test_the_counter_sees_a_second_charge_for_one_key(card_engine: Settings) -> None:
+    processor = LocalProcessor(settings=card_engine)
+    assert run_load(5, threads=2, processor=processor).mismatches() == []
+    keys = load_keys(5)
+    payment_id = payment_id_for("load-merchant", keys[0])
+    # what the idempotency machinery exists to prevent: a second authorisation sent for the same payment
+    processor.authorize(
+        "another-key", payment_id=payment_id, amount=1250, currency="USD", payment_method="pm_card_visa"
+    )
+
+    counts = count_outcome("load-merchant", keys, processor)
+    assert (counts["payments"], counts["charges"], counts["duplicates"]) == (5, 6, 1)
+    assert counts["charged_amount"] == 6 * 1250 and counts["total_amount"] == 5 * 1250
+
+
+def test_mismatches_name_every_wrong_count() -> None:
+    result = LoadResult(
+        requests=3, payments=2, charges=4, duplicate_charges=1, statuses={201: 2, 500: 1}, total_amount=2500,
+        latencies_ms=[1.0, 2.0, 3.0], seconds=1.0, keys=3, amount=1250, charged_amount=5000, authorized=2,
+        created_responses=2,
+    )  # fmt: skip
+    wrong = "\n".join(result.mismatches())
+    for name in ("payments: 2, expected 3", "charges: 4, expected 3", "duplicate_charges: 1, expected 0",
+                 "total_amount: 2500, expected 3750", "statuses other than [201]: {500: 1}"):  # fmt: skip
+        assert name in wrong
+    assert result.throughput == 3.0 and result.percentiles()["p50"] == 2.0
+
+
+def test_round_trips_of_a_create_with_a_card_and_its_replay(card_engine: Settings) -> None:
+    service = PaymentService(models=get_models(card_engine))
+    handler = make_handler(service, IdempotencyMiddleware(), Checkout(service, LocalProcessor(settings=card_engine)))
+    event = payment_event("trip-merchant", "trip-1", CARD)
+
+    create = round_trips(lambda: handler(event, None))
+    assert [(t.operation, t.table, t.error) for t in create] == [
+        ("PutItem", "idempotency", None),  # the claim
+        ("PutItem", "payments", None),  # the payment, with the authorisation about to be sent
+        ("PutItem", "audit-log", None),  # its create entry (a new chain: no head read)
+        ("PutItem", "processor-ledger", None),  # the simulated processor's own write
+        ("UpdateItem", "payments", None),  # authorized: the commit point
+        ("PutItem", "audit-log", None),  # its entry (the head is the one appended above)
+        ("PutItem", "transactions", None),
+        ("UpdateItem", "idempotency", None),  # the completion, with the response to replay
+    ]
+    assert all(t.ms > 0 for t in create)
+
+    replay = round_trips(lambda: handler(event, None))
+    expected = [("PutItem", "idempotency", CONDITION_FAILED)]  # the failed claim returns the record...
+    if card_engine.engine == "dynalite":  # ...except on dynalite, which ignores ReturnValuesOnConditionCheckFailure
+        expected.append(("GetItem", "idempotency", None))
+    assert [(t.operation, t.table, t.error) for t in replay] == expected
+
+    table = round_trip_table(create, total_ms=sum(t.ms for t in create) + 5.0)
+    assert table["round_trips"] == 8 and len(table["calls"]) == 8
+    assert table["outside_calls_ms"] == pytest.approx(5.0, abs=0.01)
+    assert sum(call["share"] for call in table["calls"]) + table["outside_calls_share"] == pytest.approx(1, abs=0.01)
+
+
+def test_recording_stops_at_the_end_of_its_block(card_engine: Settings) -> None:
+    service = PaymentService()
+    handler = make_handler(service, IdempotencyMiddleware(), Checkout(service, LocalProcessor(settings=card_engine)))
+    with recording() as trips:
+        handler(payment_event("m", "inside", CARD), None)
+    assert len(trips) == 8
+    handler(payment_event("m", "after", CARD), None)  # the hooks are gone: nothing more is recorded
+    assert len(trips) == 8
