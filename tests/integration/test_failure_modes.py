@@ -36,6 +36,7 @@ from payment_examples.recovery import recover
 from payment_examples.utils.idempotency import IdempotencyMiddleware
 from tests.api_events import HS_SECRET, api_event, token
 from tests.integration import kill_worker
+from tests.ledger_counts import NOTHING, flow_counts
 
 CARD = {"amount": 1250, "currency": "USD", "payment_method": "pm_card_visa"}
 
@@ -59,12 +60,7 @@ class Api:
         return self.handler(api_event("2.0", "POST", "/payments", headers=headers, body=body), None)
 
     def counts(self) -> dict[str, int]:
-        client = dynamodb()
-        tables = {"payments": self.models.payment, "transactions": self.models.transaction,
-                  "idempotency": self.models.idempotency, "audit": self.models.audit}  # fmt: skip
-        counts = {name: client.scan(TableName=m.Meta.table_name, Select="COUNT")["Count"] for name, m in tables.items()}
-        counts["charges"] = len(self.processor.charges(approved=None))
-        return counts
+        return flow_counts(self.models, self.processor)
 
 
 def build_api(settings: Settings) -> Api:
@@ -75,7 +71,6 @@ def build_api(settings: Settings) -> Api:
     return Api(models, processor, process.make_handler(service, IdempotencyMiddleware(), checkout))
 
 
-NOTHING = {"payments": 0, "transactions": 0, "idempotency": 0, "audit": 0, "charges": 0}
 ONE = {"payments": 1, "transactions": 1, "idempotency": 1, "audit": 2, "charges": 1}
 
 
