@@ -475,11 +475,11 @@ def write_with_transactions(
                     payment = build_payment(request, model=Model, now=service.clock.now())
                     transaction.save(payment, condition=Model.id.does_not_exist())
         except TransactWriteError as error:
-            if error.cause_response_code == "UnknownOperationException":
+            if error_code(error) == "UnknownOperationException":
                 raise ConfigurationError(
                     "this engine does not support TransactWriteItems (dynalite has none); use moto or DynamoDB"
                 ) from error
-            if error.cause_response_code != "TransactionCanceledException":
+            if error_code(error) != "TransactionCanceledException":
                 raise
             reasons = {start + i: r.code for i, r in enumerate(error.cancellation_reasons) if r is not None}
             cancelled.append(CancelledChunk(start, len(chunk), reasons))

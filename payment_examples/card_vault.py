@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from pynamodb.exceptions import DeleteError, DoesNotExist
 
 from payment_examples.encryption import Binding, card_fingerprint, validate_pan
-from payment_examples.errors import CONDITIONAL_CHECK_FAILED, NotFoundError, ValidationError
+from payment_examples.errors import CONDITIONAL_CHECK_FAILED, NotFoundError, ValidationError, error_code
 from payment_examples.logs import logger
 from payment_examples.models import EncryptedField, created_key
 from payment_examples.validation import identifier
@@ -141,7 +141,7 @@ class CardVault:
         try:
             method.delete(condition=(Model.merchant_id == merchant_id) & (Model.customer_id == customer_id))
         except DeleteError as error:
-            if error.cause_response_code == CONDITIONAL_CHECK_FAILED:
+            if error_code(error) == CONDITIONAL_CHECK_FAILED:
                 raise PaymentMethodNotFoundError(method_id) from None
             raise
         self._customers.audit.track(

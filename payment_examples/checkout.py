@@ -228,7 +228,7 @@ class Checkout:
         payment = self.service.transition(
             payment.merchant_id, payment.id, operation, actor=actor, amount=amount,
             reason=None if charge.approved else charge.decline_code, extend=settle, current=payment,
-            audit_detail=detail, request_id=request_id,
+            audit_detail=detail, request_id=request_id, resolves_call=call.key,
         )  # fmt: skip
         payment.processor_call = None
         logger.info("processor answer applied", payment_id=payment.id, operation=call.operation,

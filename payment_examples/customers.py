@@ -30,7 +30,13 @@ from payment_examples.card_vault import AddedPaymentMethod, CardVault, PaymentMe
 from payment_examples.clock import Clock, IdFactory, RandomIds, SystemClock
 from payment_examples.config import Settings, get_settings
 from payment_examples.encryption import Binding, FieldEncryptor, blind_index, encryptor_for, normalise_email
-from payment_examples.errors import CONDITIONAL_CHECK_FAILED, NotFoundError, ValidationError, VersionConflictError
+from payment_examples.errors import (
+    CONDITIONAL_CHECK_FAILED,
+    NotFoundError,
+    ValidationError,
+    VersionConflictError,
+    error_code,
+)
 from payment_examples.logs import logger
 from payment_examples.models import BoundModels, EncryptedField, created_key, get_models
 from payment_examples.utils.audit import AuditTracker
@@ -136,7 +142,7 @@ class CustomerService:
                 condition=Model.merchant_id == merchant_id,
             )
         except UpdateError as error:
-            if error.cause_response_code == CONDITIONAL_CHECK_FAILED:
+            if error_code(error) == CONDITIONAL_CHECK_FAILED:
                 raise VersionConflictError(customer_id, customer.version) from None
             raise
         self.audit.track(audit_entity(customer_id), "update-email", actor, before=before, after=_audited(customer))

@@ -217,7 +217,10 @@ class EngineError(PaymentExamplesError):
 def error_code(error: BaseException) -> str | None:
     """DynamoDB's error code, through PynamoDB's wrapper (``cause_response_code``) or from a botocore ClientError."""
     if isinstance(error, PynamoDBException):
-        return error.cause_response_code
+        # Not ``cause_response_code``: it raises AttributeError when the cause has no parsed response (a read
+        # timeout: the answer was lost), which is exactly when the caller must see a retryable error.
+        response = getattr(error.cause, "response", None)
+        return response.get("Error", {}).get("Code") if isinstance(response, dict) else None
     if isinstance(error, ClientError):
         return error.response.get("Error", {}).get("Code")
     return None

@@ -26,7 +26,7 @@ from typing import Any
 from pynamodb.exceptions import DoesNotExist, UpdateError
 
 from payment_examples.encryption import Binding, blind_index, card_fingerprint
-from payment_examples.errors import CONDITIONAL_CHECK_FAILED
+from payment_examples.errors import CONDITIONAL_CHECK_FAILED, error_code
 from payment_examples.logs import logger
 from payment_examples.models import EncryptedField
 
@@ -92,7 +92,7 @@ def _with_retries(service: Any, Model: Any, item: Any, rotate: Callable, result:
             rotate(service, item)
             return True
         except UpdateError as error:
-            if error.cause_response_code != CONDITIONAL_CHECK_FAILED:
+            if error_code(error) != CONDITIONAL_CHECK_FAILED:
                 raise
             result.conflicts += 1
             try:

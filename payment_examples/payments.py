@@ -22,10 +22,12 @@ from payment_examples.config import Settings
 from payment_examples.errors import (
     CONDITIONAL_CHECK_FAILED,
     DuplicatePaymentError,
+    IllegalTransitionError,
     PaymentMovedError,
     PaymentNotFoundError,
     ValidationError,
     VersionConflictError,
+    error_code,
 )
 from payment_examples.logs import logger
 from payment_examples.models import (
@@ -98,7 +100,7 @@ def update_unversioned(
             payment_id, actions=actions, condition=expected if condition is None else expected & condition
         )
     except UpdateError as error:
-        if error.cause_response_code == CONDITIONAL_CHECK_FAILED:
+        if error_code(error) == CONDITIONAL_CHECK_FAILED:
             raise VersionConflictError(payment_id, version) from None
         raise
 
@@ -227,7 +229,7 @@ class PaymentService:
         try:
             payment.save(condition=Model.id.does_not_exist())
         except PutError as error:
-            if error.cause_response_code != CONDITIONAL_CHECK_FAILED:
+            if error_code(error) != CONDITIONAL_CHECK_FAILED:
                 raise
         else:
             logger.info(
@@ -364,11 +366,14 @@ class PaymentService:
         current: Payment | None = None,
         audit_detail: dict[str, str | int] | None = None,
         request_id: str | None = None,
+        resolves_call: str | None = None,
     ) -> Payment:
         """Any operation of the state machine; ``extend`` adds actions and a condition to the same conditional
         update, so whatever it writes commits (or fails) together with the transition. ``current``: the payment as
         the caller just read it (saves the read; the update is still conditional on its version).
-        ``audit_detail``: context for the audit entry (e.g. the settlement file and line that caused it)."""
+        ``audit_detail``: context for the audit entry (e.g. the settlement file and line that caused it).
+        ``resolves_call``: the key of the processor call whose answer this transition applies (checkout.py); any
+        other transition is refused while a processor call is in flight."""
         try:
             operation = Operation(operation)
         except ValueError:
@@ -385,6 +390,7 @@ class PaymentService:
             current=current,
             audit_detail=audit_detail,
             request_id=request_id,
+            resolves_call=resolves_call,
         )
 
     def _transition(
@@ -401,6 +407,7 @@ class PaymentService:
         current: Payment | None = None,
         audit_detail: dict[str, str | int] | None = None,
         request_id: str | None = None,
+        resolves_call: str | None = None,
     ) -> Payment:
         identifier("actor", actor)
         optional_text("reason", reason, max_length=MAX_DESCRIPTION_LENGTH)
@@ -410,6 +417,13 @@ class PaymentService:
             payment = self.get_payment(merchant_id, payment_id)
         if expected_version is not None and payment.version != expected_version:
             raise VersionConflictError(payment_id, expected_version)
+        call = payment.processor_call
+        if call is not None and call.key != resolves_call:
+            # The processor may have acted (an authorisation held, money captured) without our knowing yet: a
+            # void or a settlement now could contradict it. The call is resolved first (checkout.py, recover).
+            raise IllegalTransitionError(
+                payment_id, payment.status, operation, f"a processor {call.operation} is in flight; resolve it first"
+            )
         self._ensure_recorded(payment)
         read_version = payment.version
         before = audit_snapshot(payment)
@@ -443,6 +457,8 @@ class PaymentService:
         condition = (Model.merchant_id == merchant_id) & (
             Model.transfer.does_not_exist() | (Model.transfer.state == TRANSFER_LIVE)
         )
+        if resolves_call is None:  # nor may a call recorded after our read be overtaken
+            condition &= Model.processor_call.does_not_exist()
         if extra_condition is not None:
             condition &= extra_condition
         try:
@@ -469,7 +485,7 @@ class PaymentService:
                 condition=condition,
             )
         except UpdateError as error:
-            if error.cause_response_code != CONDITIONAL_CHECK_FAILED:
+            if error_code(error) != CONDITIONAL_CHECK_FAILED:
                 raise
             # Our own write may have landed and only its answer been lost (the client retried it, and the retry
             # failed its condition): then the payment shows exactly this transition at the next version.
@@ -540,7 +556,7 @@ class PaymentService:
         try:
             transaction.save(condition=Model.id.does_not_exist())
         except PutError as error:
-            if error.cause_response_code != CONDITIONAL_CHECK_FAILED:
+            if error_code(error) != CONDITIONAL_CHECK_FAILED:
                 raise
             # Already recorded (a replay): the stored item is the same transition.
         return transaction

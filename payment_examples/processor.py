@@ -35,6 +35,7 @@ from payment_examples.errors import (
     ProcessorTimeoutError,
     ProcessorUnavailableError,
     ValidationError,
+    error_code,
 )
 from payment_examples.models import BoundModels, ProcessorCharge, get_models
 from payment_examples.validation import identifier
@@ -216,7 +217,7 @@ class LocalProcessor:
         try:
             item.save(condition=type(item).reference.does_not_exist())
         except PutError as error:
-            if error.cause_response_code == CONDITIONAL_CHECK_FAILED:
+            if error_code(error) == CONDITIONAL_CHECK_FAILED:
                 raise ConfigurationError("the processor's id factory repeated a reference") from None
             raise
         return self._answer(_charge(item), fault)

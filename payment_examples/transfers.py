@@ -37,6 +37,7 @@ from payment_examples.errors import (
     PaymentMovedError,
     ValidationError,
     VersionConflictError,
+    error_code,
 )
 from payment_examples.logs import logger
 from payment_examples.models import TRANSFER_LIVE, Payment, TransferAttribute, merchant_status_key
@@ -156,7 +157,7 @@ def _copy(dst: PaymentService, payment: Payment, source_id: str, clock: Clock) -
             copy.version = existing.version
             copy.save(condition=Model.transfer.state.is_in(INCOMING, MOVED_OUT))  # and on the version
     except PutError as error:
-        if error.cause_response_code == CONDITIONAL_CHECK_FAILED:
+        if error_code(error) == CONDITIONAL_CHECK_FAILED:
             raise VersionConflictError(payment.id, payment.version) from None  # a concurrent transfer
         raise
     return True

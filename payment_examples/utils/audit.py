@@ -41,7 +41,13 @@ from pynamodb.exceptions import DoesNotExist, PutError
 
 from payment_examples.clock import Clock, IdFactory, RandomIds, SystemClock
 from payment_examples.config import Settings, get_settings
-from payment_examples.errors import CONDITIONAL_CHECK_FAILED, ConfigurationError, ConflictError, ValidationError
+from payment_examples.errors import (
+    CONDITIONAL_CHECK_FAILED,
+    ConfigurationError,
+    ConflictError,
+    ValidationError,
+    error_code,
+)
 from payment_examples.logs import logger
 from payment_examples.models import BoundModels, get_models, sortable_time
 from payment_examples.validation import identifier
@@ -345,7 +351,7 @@ class AuditTracker:
             try:
                 item.save(condition=Model.entity.does_not_exist())
             except PutError as error:
-                if error.cause_response_code != CONDITIONAL_CHECK_FAILED:
+                if error_code(error) != CONDITIONAL_CHECK_FAILED:
                     raise
                 self.retries += 1
                 time.sleep(random.uniform(0, min(0.05, 0.002 * 2**attempt)))  # jittered: the race is lost to a peer
