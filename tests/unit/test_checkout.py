@@ -244,3 +244,14 @@ def test_checkout_refuses_bad_arguments(rig: Rig) -> None:
         Checkout(rig.service, rig.processor, throttle_attempts=0)
     with pytest.raises(PaymentDeclinedError):
         rig.checkout.create_and_authorize("merchant-1", "direct", 100, "USD", "pm_card_expired")
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [{"merchant_id": None}, {"merchant_id": ""}, {"merchant_id": "merchant\n1"}, {"merchant_id": 42}],
+)
+def test_an_unknown_or_malformed_merchant_is_refused_before_anything_is_written_or_sent(rig: Rig, claims) -> None:
+    headers = {"Authorization": f"Bearer {token(**claims)}", "Idempotency-Key": "order-1"}
+    response = rig.handler(api_event("2.0", "POST", "/payments", headers=headers, body=CARD), None)
+    assert response["statusCode"] in (400, 401), response
+    assert rig.counts() == NOTHING and rig.processor.calls == 0
