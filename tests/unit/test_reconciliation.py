@@ -574,3 +574,18 @@ def read(source: LocalSource):
 
     with source.open(0) as handle:
         return list(read_settlement_file(handle))
+
+
+def test_a_row_about_a_payment_with_a_processor_call_in_flight_changes_nothing(tmp_path, svc, fixed_clock) -> None:
+    from payment_examples.models import ProcessorCallAttribute
+    from payment_examples.payments import update_unversioned
+
+    auth = payment(svc, "in-flight", "authorized")
+    Model = type(auth)
+    call = ProcessorCallAttribute(operation="capture", key="k", amount=1000, started_at=T0)
+    update_unversioned(Model, auth.id, auth.version, [Model.processor_call.set(call)])  # sent, answer not applied
+    result = run(tmp_path, csv_file(tmp_path, [line(auth.id, 1000)]), fixed_clock)
+    assert result.complete and result.outcomes["illegal_transition"] == 1
+    assert "in flight" in exceptions(result)[0]["detail"]
+    stored = svc.read_payment(M, auth.id)
+    assert stored.status == "authorized" and stored.processor_call is not None
