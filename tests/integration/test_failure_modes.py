@@ -300,8 +300,9 @@ def test_a_stopped_engine_process_is_503_and_a_restarted_one_serves_the_next_req
 # -- a worker process killed at every step, then recover ---------------------------------------------------------------
 
 
-def worker(settings: Settings, key: str, kill_at: str) -> subprocess.Popen:
-    env = {
+def process_env(settings: Settings) -> dict[str, str]:
+    """The environment of a child process (a worker, the CLI) pointed at the engine and tables of ``settings``."""
+    return {
         **os.environ,
         "AWS_ENDPOINT_URL": settings.endpoint_url,
         "AWS_ACCESS_KEY_ID": settings.aws_access_key_id,
@@ -311,6 +312,10 @@ def worker(settings: Settings, key: str, kill_at: str) -> subprocess.Popen:
         "PAYMENT_JWT_SECRET": HS_SECRET,
         "POWERTOOLS_LOG_LEVEL": "ERROR",
     }
+
+
+def worker(settings: Settings, key: str, kill_at: str) -> subprocess.Popen:
+    env = process_env(settings)
     command = [sys.executable, "-m", "tests.integration.kill_worker", "--key", key, "--kill-at", kill_at]
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -376,9 +381,7 @@ def test_recover_on_the_command_line(local: Settings) -> None:
     killed = worker(local, "cli", "authorize-sent")
     assert killed.wait(timeout=180) == -9, killed.communicate()
     time.sleep(kill_worker.LEASE.total_seconds() + 0.2)  # its claim is past its lease: the first run releases it
-    env = {**os.environ, "AWS_ENDPOINT_URL": local.endpoint_url, "AWS_ACCESS_KEY_ID": local.aws_access_key_id,
-           "AWS_SECRET_ACCESS_KEY": local.aws_secret_access_key, "PAYMENT_TABLE_PREFIX": local.table_prefix,
-           "PAYMENT_PROCESSOR": "local", "POWERTOOLS_LOG_LEVEL": "ERROR"}  # fmt: skip
+    env = process_env(local)
     command = [sys.executable, "-m", "payment_examples.cli", "recover", "--older-than", "0"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
