@@ -19,7 +19,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 from payment_examples.errors import ConfigurationError
@@ -127,12 +127,15 @@ class Settings:
         )
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, secrets_provider: Any = None) -> Settings:
+        """The settings the environment describes; with ``PAYMENT_SECRETS_ID`` (Secrets Manager) or
+        ``PAYMENT_SECRETS_PARAMETER`` (SSM SecureString) set, the secret settings are read from there
+        (``secrets.py``; ``secrets_provider`` replaces Powertools' provider in tests)."""
         env = os.environ if environ is None else environ
         use_aws_raw = env.get("PAYMENT_USE_AWS", "").strip().lower()
         if use_aws_raw not in _TRUE | _FALSE:
             raise ConfigurationError(f"PAYMENT_USE_AWS={use_aws_raw!r}: use 1/0, true/false, yes/no or on/off")
-        return cls(
+        settings = cls(
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
             table_prefix=env.get("PAYMENT_TABLE_PREFIX", "payment-examples-"),
             endpoint_url=env.get("AWS_ENDPOINT_URL_DYNAMODB") or env.get("AWS_ENDPOINT_URL") or None,
@@ -156,6 +159,47 @@ class Settings:
             audit_kms_key_id=env.get("PAYMENT_AUDIT_KMS_KEY_ID") or None,
             processor=env.get("PAYMENT_PROCESSOR") or None,
         )
+        return _with_secrets(settings, env, secrets_provider)
+
+
+def _with_secrets(settings: Settings, env: Mapping[str, str], provider: Any) -> Settings:
+    """``settings`` with the secret settings read from the secret or parameter the environment names (if any).
+    A setting given both in the environment and in the secret is refused: one place, no precedence puzzle."""
+    secret_id = env.get("PAYMENT_SECRETS_ID") or None
+    parameter_name = env.get("PAYMENT_SECRETS_PARAMETER") or None
+    if secret_id is None and parameter_name is None:
+        return settings
+    from payment_examples.secrets import DEFAULT_MAX_AGE, SECRET_FIELDS, load_secrets
+
+    values = load_secrets(
+        secret_id=secret_id,
+        parameter_name=parameter_name,
+        provider=provider,
+        region=settings.region,
+        max_age=_integer(env, "PAYMENT_SECRETS_MAX_AGE", DEFAULT_MAX_AGE),
+    )
+    for name in values:
+        if getattr(settings, name) is not None:
+            raise ConfigurationError(f"{SECRET_FIELDS[name]} is set and the secret holds {name!r} too; keep one")
+    return replace(settings, **values)
+
+
+def require_api_settings(settings: Settings, *, cursors: bool) -> Settings:
+    """Fail closed on AWS: an API handler with ``PAYMENT_USE_AWS=1`` refuses to start without a JWT audience
+    (tokens minted for any audience would be accepted), a JWT key, or (``cursors``: it pages) a cursor secret.
+    Raises ``ConfigurationError`` naming everything missing; the local modes keep their per-request 401s."""
+    if not settings.use_aws:
+        return settings
+    missing = []
+    if not settings.jwt_audience:
+        missing.append("PAYMENT_JWT_AUDIENCE")
+    if not (settings.jwt_secret or settings.jwt_public_key):
+        missing.append("a JWT key (jwt_secret or jwt_public_key in PAYMENT_SECRETS_ID / PAYMENT_SECRETS_PARAMETER)")
+    if cursors and not settings.cursor_secret:
+        missing.append("the cursor secret (cursor_secret in PAYMENT_SECRETS_ID / PAYMENT_SECRETS_PARAMETER)")
+    if missing:
+        raise ConfigurationError(f"PAYMENT_USE_AWS=1 and this handler is missing: {'; '.join(missing)}")
+    return settings
 
 
 def _integer(env: Mapping[str, str], name: str, default: int) -> int:

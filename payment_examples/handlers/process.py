@@ -19,7 +19,7 @@ from typing import Any
 
 from payment_examples.auth import merchant_identity
 from payment_examples.checkout import Checkout
-from payment_examples.config import Settings, get_settings
+from payment_examples.config import Settings, get_settings, require_api_settings
 from payment_examples.errors import MethodNotAllowedError, ValidationError
 from payment_examples.handlers.http import error_response, header, json_response, parse_event, payment_json
 from payment_examples.logs import logger
@@ -96,8 +96,10 @@ def make_handler(
     processor this way); whatever is not given is built lazily from the settings in force."""
 
     def handler(event: dict, context: Any) -> dict:
+        # Fail closed (PAYMENT_USE_AWS=1): missing keys or audience raise ConfigurationError out of the handler, so
+        # every invocation fails as a function error (Lambda's Errors metric) until the configuration is fixed.
+        settings = require_api_settings(get_settings(), cursors=False)
         try:
-            settings = get_settings()
             deps = None if service and middleware and checkout else _default_dependencies(settings)
             bound = Dependencies(
                 service or deps.service,

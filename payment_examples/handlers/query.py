@@ -25,7 +25,7 @@ from urllib.parse import unquote
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
 from payment_examples.auth import merchant_identity
-from payment_examples.config import Settings, get_settings
+from payment_examples.config import Settings, get_settings, require_api_settings
 from payment_examples.errors import MethodNotAllowedError, NotFoundError, ValidationError
 from payment_examples.handlers.http import ApiEvent, error_response, header, json_response, parse_event, payment_json
 from payment_examples.models import get_models
@@ -52,13 +52,15 @@ def _default_service(settings: Settings) -> PaymentService:
 
 def handler(event: dict, context: Any = None) -> dict:
     """Lambda entry point: route on method and path, authenticate, answer JSON or problem+json."""
+    # Fail closed (PAYMENT_USE_AWS=1): see handlers/process.py; this handler also needs the cursor secret.
+    settings = require_api_settings(get_settings(), cursors=True)
     try:
-        return _handle(event)
+        return _handle(event, settings)
     except Exception as error:  # every failure becomes a problem+json response; 5xx reveal no internals
         return error_response(error)
 
 
-def _handle(event: dict) -> dict:
+def _handle(event: dict, settings: Settings) -> dict:
     api = parse_event(event)
     path = _path(api)
     route = _ROUTE.fullmatch(path)
@@ -66,7 +68,6 @@ def _handle(event: dict) -> dict:
         raise NotFoundError(f"no resource at {path!r}")
     if api.http_method != "GET":
         raise MethodNotAllowedError(f"{api.http_method} is not supported on {path}; use GET", allow="GET")
-    settings = get_settings()
     merchant_id = merchant_identity(event, header(api, "Authorization"), settings).merchant_id
     if route["id"] is not None:
         return _get_one(merchant_id, unquote(route["id"]), settings)
