@@ -17,7 +17,9 @@ assumes the role and returns the base settings with the role's temporary credent
 On the embedded engine, ``local_accounts()`` gives real moto accounts: moto (in-process and the local server) maps
 the credentials AssumeRole returns to the account id in the role ARN, so each account sees only its own tables.
 moto needs no IAM role to exist, checks no external id and never refuses expired credentials: the refresh is
-tested with an injected clock, not by the engine.
+tested with an injected clock, not by the engine. dynalite has one account whatever the credentials, so on the
+dynalite engine ``local_accounts()`` keeps the accounts' tables on the moto server beside it (its S3/KMS/STS
+endpoint), where accounts are separate.
 """
 
 from __future__ import annotations
@@ -224,9 +226,12 @@ def local_accounts(
     consecutive account ids from ``first_account_id``, each with its own tables (when ``create_tables``).
 
     The registry is pinned to ``settings`` (default: the settings in force now), the engine the tables are in.
-    moto assumes a role that does not exist, so no IAM role is created.
+    moto assumes a role that does not exist, so no IAM role is created. dynalite does not separate accounts: on the
+    dynalite engine the accounts' DynamoDB is the moto server that serves its other services.
     """
     base = settings or get_settings()
+    if base.engine == "dynalite" and base.aws_endpoint_url:  # one account on dynalite; moto separates them
+        base = replace(base, engine="moto", endpoint_url=base.aws_endpoint_url, aws_endpoint_url=None)
     if base.mode == "aws":
         raise ConfigurationError("local_accounts() makes moto accounts; on AWS, list your roles in an AccountRegistry")
     names = (names,) if isinstance(names, str) else tuple(names)

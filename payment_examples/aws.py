@@ -1,7 +1,9 @@
 """boto3 clients, created on first use and cached per settings.
 
 Nothing is created at import: a Lambda container builds its clients on the first invocation and reuses them,
-and ``local_aws()`` can redirect everything by installing new settings, whatever was imported first.
+and ``local_aws()`` can redirect everything by installing new settings, whatever was imported first. Each client
+talks to its service's endpoint (``Settings.endpoint_for``): on the dynalite engine DynamoDB is dynalite's and
+S3, KMS and STS are the moto server's.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ def _client(service: str, settings: Settings) -> Any:
         )
         return session.client(
             service,
-            endpoint_url=settings.endpoint_url,
+            endpoint_url=settings.endpoint_for(service),  # DynamoDB's, or the other services' (dynalite + moto)
             config=Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=64),
         )
 

@@ -37,11 +37,19 @@ def _local(args: argparse.Namespace) -> int:
     from payment_examples.local import local_aws
 
     try:  # Ctrl-C at any moment, even while starting or printing, stops the engine cleanly
-        with local_aws() as endpoint:
+        with local_aws() as engine_endpoint:
             settings = get_settings()
-            print(f"embedded engine (local moto server process) at {endpoint}", flush=True)
-            print("point other shells or notebooks at it with:")
-            print(f"  export AWS_ENDPOINT_URL={endpoint} AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing")
+            services = settings.endpoint_for("s3")
+            credentials = "AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing"
+            if services == engine_endpoint:
+                print(f"embedded engine (local moto server process) at {engine_endpoint}", flush=True)
+                print("point other shells or notebooks at it with:")
+                print(f"  export AWS_ENDPOINT_URL={engine_endpoint} {credentials}")
+            else:
+                print(f"embedded engine: dynalite (DynamoDB) at {engine_endpoint}", flush=True)
+                print(f"                 local moto server (S3, KMS, STS) at {services}", flush=True)
+                print("point other shells or notebooks at it with:")
+                print(f"  export AWS_ENDPOINT_URL_DYNAMODB={engine_endpoint} AWS_ENDPOINT_URL={services} {credentials}")
             print(f"tables created with prefix {settings.table_prefix!r}; Ctrl-C stops the engine", flush=True)
             while True:
                 time.sleep(3600)

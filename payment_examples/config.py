@@ -7,7 +7,8 @@ of its ``with`` block; ``use_settings`` is the same mechanism for tests.
 Three ways to run, chosen by the environment:
 
 * embedded (default): nothing is configured; ``local_aws()`` starts a local moto server process.
-* endpoint: ``AWS_ENDPOINT_URL_DYNAMODB`` or ``AWS_ENDPOINT_URL`` is set; everything talks to that endpoint.
+* endpoint: ``AWS_ENDPOINT_URL_DYNAMODB`` or ``AWS_ENDPOINT_URL`` is set; everything talks to that endpoint. With
+  both set, DynamoDB talks to the first and every other service (S3, KMS, STS) to the second, as boto3 does.
 * aws: ``PAYMENT_USE_AWS=1``; the standard credential chain and region are used and nothing local starts.
 """
 
@@ -39,9 +40,10 @@ class Settings:
 
     region: str = "us-east-1"
     table_prefix: str = "payment-examples-"
-    endpoint_url: str | None = None
+    endpoint_url: str | None = None  # DynamoDB's endpoint (and every service's, unless aws_endpoint_url is set)
+    aws_endpoint_url: str | None = None  # S3, KMS, STS... when they live elsewhere (dynalite + the moto server)
     use_aws: bool = False
-    engine: str = "moto"  # the embedded engine: "moto" (default) or "dynalite" (DynamoDB only)
+    engine: str = "moto"  # the embedded engine: "moto" (default) or "dynalite" (DynamoDB; S3, KMS, STS on moto)
     # Explicit credentials (the embedded engine uses dummy ones); None means boto3's standard chain.
     aws_access_key_id: str | None = None
     aws_secret_access_key: str | None = field(default=None, repr=False)
@@ -80,10 +82,13 @@ class Settings:
                 f"PAYMENT_TABLE_PREFIX {self.table_prefix!r} must be at most 64 characters of "
                 "letters, digits, '_', '-' or '.'"
             )
-        if self.endpoint_url is not None:
-            url = urlparse(self.endpoint_url)
-            if url.scheme not in ("http", "https") or not url.netloc:
-                raise ConfigurationError(f"endpoint URL {self.endpoint_url!r} must be an http(s) URL")
+        for endpoint in (self.endpoint_url, self.aws_endpoint_url):
+            if endpoint is not None:
+                url = urlparse(endpoint)
+                if url.scheme not in ("http", "https") or not url.netloc:
+                    raise ConfigurationError(f"endpoint URL {endpoint!r} must be an http(s) URL")
+        if self.aws_endpoint_url is not None and self.endpoint_url is None:
+            raise ConfigurationError(f"the services' endpoint {self.aws_endpoint_url!r} needs DynamoDB's endpoint too")
         if self.jwt_secret is not None and len(self.jwt_secret.encode()) < 32:
             raise ConfigurationError("PAYMENT_JWT_SECRET must be at least 32 bytes (RFC 7518 3.2: HS256 key size)")
         if self.cursor_secret is not None and len(self.cursor_secret.encode()) < 32:
@@ -106,7 +111,7 @@ class Settings:
             raise ConfigurationError("PAYMENT_AUDIT_KEY must be at least 32 bytes")
         if self.processor not in PROCESSORS:
             raise ConfigurationError(f"PAYMENT_PROCESSOR {self.processor!r} must be 'local' or unset")
-        if self.use_aws and self.endpoint_url:
+        if self.use_aws and (self.endpoint_url or self.aws_endpoint_url):
             raise ConfigurationError("PAYMENT_USE_AWS=1 and an endpoint URL are both set; choose one")
 
     @property
@@ -115,13 +120,28 @@ class Settings:
             return "aws"
         return "endpoint" if self.endpoint_url else "embedded"
 
+    def endpoint_for(self, service: str) -> str | None:
+        """The endpoint of ``service`` (a boto3 service name): DynamoDB's, or that of every other service."""
+        if service in ("dynamodb", "dynamodbstreams"):
+            return self.endpoint_url
+        return self.aws_endpoint_url or self.endpoint_url
+
     def table_name(self, base: str) -> str:
         return f"{self.table_prefix}{base}"
 
-    def with_endpoint(self, endpoint_url: str, *, access_key_id: str, secret_access_key: str) -> Settings:
+    def with_endpoint(
+        self,
+        endpoint_url: str,
+        *,
+        access_key_id: str,
+        secret_access_key: str,
+        aws_endpoint_url: str | None = None,
+    ) -> Settings:
+        """These settings on a local endpoint (``aws_endpoint_url``: the other services', if not the same one)."""
         return replace(
             self,
             endpoint_url=endpoint_url,
+            aws_endpoint_url=None if aws_endpoint_url == endpoint_url else aws_endpoint_url,
             aws_access_key_id=access_key_id,
             aws_secret_access_key=secret_access_key,
         )
@@ -139,6 +159,8 @@ class Settings:
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
             table_prefix=env.get("PAYMENT_TABLE_PREFIX", "payment-examples-"),
             endpoint_url=env.get("AWS_ENDPOINT_URL_DYNAMODB") or env.get("AWS_ENDPOINT_URL") or None,
+            # Both set: boto3's rule, the service-specific variable wins for DynamoDB, the generic one is the rest's.
+            aws_endpoint_url=(env.get("AWS_ENDPOINT_URL") or None) if env.get("AWS_ENDPOINT_URL_DYNAMODB") else None,
             use_aws=use_aws_raw in _TRUE,
             engine=env.get("PAYMENT_ENGINE") or "moto",
             jwt_secret=env.get("PAYMENT_JWT_SECRET") or None,

@@ -305,9 +305,10 @@ def encryptor_for(
         session = boto3.session.Session(
             aws_access_key_id=settings.aws_access_key_id,
             aws_secret_access_key=settings.aws_secret_access_key,
+            aws_session_token=settings.aws_session_token,
             region_name=region,
         )
-        return session.client("kms", endpoint_url=settings.endpoint_url)
+        return session.client("kms", endpoint_url=settings.endpoint_for("kms"))
 
     keyring = Keyring.parse(settings.field_keys, settings.field_key_version)
     return FieldEncryptor(

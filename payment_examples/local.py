@@ -1,4 +1,4 @@
-"""The embedded engine: a local moto server *process* that handles one request at a time.
+"""The embedded engine: local server *processes* that handle one request at a time.
 
 moto in-process is not thread-safe (concurrent conditional writes were seen to succeed twice for one key), so
 anything concurrent talks to a separate server process that serialises requests, like DynamoDB's own per-item
@@ -6,9 +6,14 @@ ordering does. ``local_aws()`` starts it on 127.0.0.1 (a free port chosen by the
 points the package's clients and models at it, creates the tables, and always stops it: on exit from the block,
 on an error or Ctrl-C in the block, at interpreter exit, and (the child watches its stdin) if the parent dies.
 
-``PAYMENT_ENGINE=dynalite`` (or ``Settings(engine="dynalite")``) runs dynalite instead (DynamoDB only, from
-``tools/dynalite``, installed by ``make setup``): its query costs scale like DynamoDB's, so benchmarks judge
-query speed on it, and it lacks ``ReturnValuesOnConditionCheckFailure``, which exercises fallbacks for real.
+``PAYMENT_ENGINE=dynalite`` (or ``Settings(engine="dynalite")``) is the second whole engine: DynamoDB on dynalite
+(from ``tools/dynalite``, installed by ``make setup``) and every other service (S3, KMS, STS) on a moto server
+process started beside it, like AWS's service-specific endpoints (``AWS_ENDPOINT_URL_DYNAMODB`` for dynalite,
+``AWS_ENDPOINT_URL`` for moto; ``Settings.endpoint_url`` and ``aws_endpoint_url``). dynalite's query costs scale
+like DynamoDB's, so benchmarks judge query speed on it, and it lacks transactions, TTL and
+``ReturnValuesOnConditionCheckFailure``, which exercises the fallbacks for real. Both processes start and stop
+together, on every exit path above. dynalite has one account whatever the credentials, so ``local_accounts()``
+keeps the accounts' tables on the moto server, which separates accounts (``accounts.py``).
 
 With a real endpoint or real AWS configured, ``local_aws()`` starts nothing and only ensures the tables exist.
 """
@@ -26,8 +31,10 @@ import tempfile
 import threading
 import time
 import weakref
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from payment_examples.config import Settings, get_settings, pop_settings, push_settings
 from payment_examples.errors import EngineError
@@ -89,6 +96,11 @@ class ServerProcess:
         raise NotImplementedError
 
     def start(self) -> str:
+        self.launch()
+        return self.wait_ready()
+
+    def launch(self) -> None:
+        """Start the child process without waiting for it (``wait_ready`` does): engines start side by side."""
         if self.process is not None:
             raise EngineError(f"this {self.name} server was already started")
         command = self.command()
@@ -101,6 +113,9 @@ class ServerProcess:
             start_new_session=True,  # a terminal's Ctrl-C reaches the parent, which then stops us cleanly
         )
         _running.add(self)
+
+    def wait_ready(self) -> str:
+        """Wait until the launched child answers; its endpoint URL. On failure it is stopped and the error raised."""
         try:
             port = self._read_port()
             self.endpoint_url = f"http://{self.host}:{port}"
@@ -139,7 +154,7 @@ class ServerProcess:
             except Exception as error:  # connection refused while it binds, or a slow first import
                 if self.process is None or self.process.poll() is not None or time.monotonic() > deadline:
                     raise EngineError(
-                        f"the local moto server does not answer: {error}\n{self._stderr_tail()}"
+                        f"the local {self.name} server does not answer: {error}\n{self._stderr_tail()}"
                     ) from None
                 time.sleep(0.05)
 
@@ -181,7 +196,8 @@ DYNALITE_DIR = Path(__file__).resolve().parent.parent / "tools" / "dynalite"
 
 
 class DynaliteServer(ServerProcess):
-    """dynalite (DynamoDB only, in memory), from ``tools/dynalite`` with the node that ``make setup`` installs."""
+    """dynalite (DynamoDB only, in memory), from ``tools/dynalite`` with the node that ``make setup`` installs.
+    The dynalite engine runs a ``MotoServer`` beside it for every other service."""
 
     name = "dynalite"
 
@@ -197,18 +213,49 @@ class DynaliteServer(ServerProcess):
 ENGINES: dict[str, type[ServerProcess]] = {"moto": MotoServer, "dynalite": DynaliteServer}
 
 
+DESCRIPTIONS = {  # what each engine runs, as notebooks print it
+    "moto": "local moto server process",
+    "dynalite": "dynalite (DynamoDB) + local moto server (S3, KMS, STS)",
+}
+
+
 class LocalAWS:
     """``with local_aws() as endpoint:``; notebooks may call ``start()`` and ``stop()`` across cells instead."""
 
-    def __init__(self, settings: Settings | None = None, *, create_tables: bool = True) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        create_tables: bool = True,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> None:
         self._base = settings
+        self._overrides = dict(overrides or {})
         self._create_tables = create_tables
-        self.server: ServerProcess | None = None
+        self.servers: list[ServerProcess] = []  # DynamoDB's first, then the other services' (dynalite only)
         self.settings: Settings | None = None
 
     @property
+    def server(self) -> ServerProcess | None:
+        """The process serving DynamoDB (None when nothing local runs, or after ``stop()``)."""
+        return self.servers[0] if self.servers else None
+
+    @property
     def endpoint_url(self) -> str | None:
+        """DynamoDB's endpoint."""
         return self.settings.endpoint_url if self.settings else None
+
+    @property
+    def services_endpoint_url(self) -> str | None:
+        """The endpoint of every other service (S3, KMS, STS): the moto server beside dynalite, else DynamoDB's."""
+        return self.settings.endpoint_for("s3") if self.settings else None
+
+    @property
+    def description(self) -> str:
+        """What runs: e.g. "local moto server process", or "configured endpoint / AWS" when nothing local does."""
+        if not self.servers or self.settings is None:
+            return "configured endpoint / AWS"
+        return DESCRIPTIONS[self.settings.engine]
 
     def start(self) -> str | None:
         from payment_examples.models import create_tables
@@ -216,22 +263,14 @@ class LocalAWS:
         if self.settings is not None:
             raise EngineError("local_aws() is already started")
         base = self._base or get_settings()
+        if self._overrides:
+            base = dataclasses.replace(base, **self._overrides)
         if base.mode == "embedded":
-            self.server = ENGINES[base.engine]()
-            endpoint = self.server.start()
-            settings = base.with_endpoint(
-                endpoint, access_key_id=LOCAL_ACCESS_KEY_ID, secret_access_key=LOCAL_SECRET_ACCESS_KEY
-            )
-            settings = _with_audit_key(settings)
-            if settings.processor is None:  # the simulated card processor, its ledger in the engine
-                settings = dataclasses.replace(settings, processor="local")
-            if base.engine == "moto":  # dynalite is DynamoDB only: no KMS, so no field encryption there
-                try:
-                    settings = _with_field_keys(settings)
-                except BaseException:
-                    self.server.stop()
-                    self.server = None
-                    raise
+            try:
+                settings = self._start_servers(base)
+            except BaseException:
+                self._stop_servers()
+                raise
         else:
             settings = base  # a real endpoint or AWS: start nothing
         push_settings(settings)
@@ -244,13 +283,39 @@ class LocalAWS:
             raise
         return settings.endpoint_url
 
+    def _start_servers(self, base: Settings) -> Settings:
+        """Start the engine's processes side by side (dynalite: dynalite and a moto server) and wait for both."""
+        self.servers = [ENGINES[base.engine]()]
+        if base.engine != "moto":
+            self.servers.append(MotoServer())  # S3, KMS, STS: every service but DynamoDB
+        for server in self.servers:
+            server.launch()
+        endpoints = [server.wait_ready() for server in self.servers]
+        settings = base.with_endpoint(
+            endpoints[0],
+            aws_endpoint_url=endpoints[-1],
+            access_key_id=LOCAL_ACCESS_KEY_ID,
+            secret_access_key=LOCAL_SECRET_ACCESS_KEY,
+        )
+        settings = _with_audit_key(settings)
+        if settings.processor is None:  # the simulated card processor, its ledger in the engine
+            settings = dataclasses.replace(settings, processor="local")
+        return _with_field_keys(settings)  # KMS is the moto server's on both engines
+
+    def _stop_servers(self) -> None:
+        servers, self.servers = self.servers, []
+        try:
+            for server in servers[1:]:
+                server.stop()
+        finally:
+            if servers:
+                servers[0].stop()
+
     def stop(self) -> None:
         if self.settings is not None:
             pop_settings(self.settings)
             self.settings = None
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
+        self._stop_servers()
 
     def __enter__(self) -> str | None:
         return self.start()
@@ -286,9 +351,12 @@ def _with_field_keys(settings: Settings) -> Settings:
     )
 
 
-def local_aws(settings: Settings | None = None, *, create_tables: bool = True) -> LocalAWS:
-    """The embedded engine as a context manager yielding its endpoint URL (None when real AWS is configured)."""
-    return LocalAWS(settings, create_tables=create_tables)
+def local_aws(settings: Settings | None = None, *, create_tables: bool = True, **overrides: Any) -> LocalAWS:
+    """The embedded engine as a context manager yielding DynamoDB's endpoint URL (None when real AWS is configured).
+
+    ``settings`` default to those in force (the environment's: ``PAYMENT_ENGINE`` chooses the engine); keyword
+    ``overrides`` replace some of their fields, e.g. ``local_aws(jwt_secret=...)``."""
+    return LocalAWS(settings, create_tables=create_tables, overrides=overrides)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Shared fixtures.
 
 * ``aws`` (moto in-process, via ``mock_aws``): fast, single-threaded tests. Never use it for concurrency.
-* ``engine`` (a local moto server process, one per test session): anything with threads.
+* ``engine`` (a local server process, one per engine per test session: the moto server, then dynalite with a moto
+  server beside it for S3, KMS and STS): anything with threads.
 """
 
 from __future__ import annotations
@@ -62,8 +63,9 @@ def service(models: BoundModels, clock: SteppingClock) -> PaymentService:
 
 @pytest.fixture(scope="session", params=["moto", "dynalite"])
 def engine_session(request: pytest.FixtureRequest) -> Iterator[Settings]:
-    """One server process per engine for the whole session: every concurrency test runs on the local moto
-    server (the project's embedded engine) and again on dynalite (a second, independent implementation)."""
+    """One engine for the whole session per parameter: every concurrency test runs on the local moto server (the
+    project's embedded engine) and again on dynalite (a second, independent DynamoDB), whose S3, KMS and STS are a
+    moto server process beside it (``aws_endpoint_url``), as ``local_aws`` starts it."""
     with local_aws(Settings(engine=request.param), create_tables=False) as _endpoint:
         yield get_settings()
 
@@ -75,6 +77,7 @@ def engine(engine_session: Settings) -> Iterator[Settings]:
         engine=engine_session.engine,
         table_prefix=f"t{next(_prefixes)}-",
         endpoint_url=engine_session.endpoint_url,
+        aws_endpoint_url=engine_session.aws_endpoint_url,  # dynalite's S3, KMS, STS: the moto server beside it
         aws_access_key_id=engine_session.aws_access_key_id,
         aws_secret_access_key=engine_session.aws_secret_access_key,
     )

@@ -355,10 +355,9 @@ def test_local_accounts_refuses_real_aws_and_account_ids_past_12_digits() -> Non
         local_accounts(settings=Settings(), first_account_id=999_999_999_999, create_tables=False)
 
 
-# -- the local moto server process: threads, and the same account separation -------------------------------------
+# -- the local server processes (moto; dynalite + moto): threads, and the same account separation -----------------
 
 
-@pytest.mark.parametrize("engine_session", ["moto"], indirect=True)  # STS is moto's: dynalite is DynamoDB only
 def test_concurrent_callers_for_one_account_make_one_assume_role_call(engine: Settings) -> None:
     registry = local_accounts(settings=engine, create_tables=False)
     results: list[Settings] = []
@@ -378,9 +377,11 @@ def test_concurrent_callers_for_one_account_make_one_assume_role_call(engine: Se
     assert identity(registry, "account-a") == "111111111111"
 
 
-@pytest.mark.parametrize("engine_session", ["moto"], indirect=True)
 def test_accounts_are_separate_on_the_local_server(engine: Settings, clock: SteppingClock) -> None:
-    registry = local_accounts(settings=engine)  # the same table names in A, in B and in the default account
+    # The same table names in A, in B and in the default account. STS is the moto server's on both engines; dynalite
+    # has one account whatever the credentials, so there the accounts' tables are on that moto server too.
+    registry = local_accounts(settings=engine)
+    assert registry.settings("account-a").endpoint_url == engine.endpoint_for("sts")
     assert (identity(registry, "account-a"), identity(registry, "account-b")) == ("111111111111", "111111111112")
     created = PaymentService(models=registry.models("account-a"), clock=clock).create_payment("m1", "k1", 700, "USD")
     assert registry.models("account-a").payment.get(created.payment.id).amount == 700
