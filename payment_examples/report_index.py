@@ -17,6 +17,8 @@ from urllib.parse import quote
 from payment_examples.errors import ConfigurationError
 
 HEADLINE_TAG = "headline"
+# The benchmark report of `make bench` (in a source checkout; an installed package has none, and the index says so).
+BENCHMARKS = Path(__file__).resolve().parent.parent / "tests" / "benchmarks"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 Number = int | float
 
@@ -215,6 +217,51 @@ th { background: #f0f0f0; text-align: left; } td.num { text-align: right; font-v
 """
 
 
+@dataclass(frozen=True)
+class BenchmarkReport:
+    """The latest benchmark report, rendered into the reports folder: its page, its date and a one-line summary."""
+
+    html: Path
+    measured_at: str | None
+    summary: str
+
+
+def write_benchmarks(output: Path, source: Path = BENCHMARKS) -> BenchmarkReport | None:
+    """Render ``source/RESULTS.md`` (written by `make bench`) to ``output/benchmarks.html``, with its date and the
+    targets met per engine from ``source/results.json``; None when there is no report."""
+    results_md, results_json = source / "RESULTS.md", source / "results.json"
+    if not results_md.is_file():
+        return None
+    text = results_md.read_text(encoding="utf-8")
+    measured_at, summary = None, ""
+    if results_json.is_file():
+        try:
+            data = json.loads(results_json.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            data = {}
+        measured_at = data.get("environment", {}).get("date")
+        met: dict[str, list[bool]] = {}
+        for row in data.get("results", []):
+            if row.get("meets_target") is not None:
+                met.setdefault(row["engine"], []).append(bool(row["meets_target"]))
+        summary = "; ".join(f"{engine}: {sum(v)} of {len(v)} targets met" for engine, v in met.items())
+    try:
+        import mistune
+
+        body = mistune.create_markdown(escape=True, plugins=["table"])(text)
+    except ImportError:  # a runtime install without the dev extras: the text as it is
+        body = f"<pre>{_e(text)}</pre>"
+    title = "payment_examples: benchmark report"
+    target = output / "benchmarks.html"
+    target.write_text(
+        f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+        f'<style>{_CSS}</style></head><body><p class="meta"><a href="index.html">reports index</a> &middot; '
+        f"source: tests/benchmarks/RESULTS.md</p>\n{body}</body></html>\n",
+        encoding="utf-8",
+    )
+    return BenchmarkReport(target, measured_at, summary)
+
+
 def write_index(
     output: Path,
     reports: Sequence[NotebookReport],
@@ -223,8 +270,10 @@ def write_index(
     scenarios: Sequence[NotebookReport] = (),
     comparison: Path | None = None,
     title: str = "payment_examples: notebook reports",
+    benchmarks: Path | None = BENCHMARKS,
 ) -> Path:
-    """Write ``output/index.html``: run date (UTC), one card per notebook, and the scenarios' section."""
+    """Write ``output/index.html``: run date (UTC), one card per notebook, the scenarios' section, and a link to
+    the latest benchmark report (``benchmarks``: the folder of `make bench`'s RESULTS.md, rendered beside it)."""
     failed = sum(not r.ok for r in [*reports, *scenarios])
     status = f"{failed} failed" if failed else "all ran"
     parts = [
@@ -233,6 +282,7 @@ def write_index(
         f"<h1>{_e(title)}</h1>",
         f'<p class="meta">Run at {_e(run_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"))} UTC &middot; '
         f"{len(reports)} notebooks, {len(scenarios)} scenario runs, {status}</p>",
+        _benchmarks_section(output, write_benchmarks(output, benchmarks) if benchmarks is not None else None),
         '<section class="cards">',
         *(_card(output, report) for report in reports),
         "</section>",
@@ -243,6 +293,17 @@ def write_index(
     target = output / "index.html"
     target.write_text("\n".join(parts), encoding="utf-8")
     return target
+
+
+def _benchmarks_section(output: Path, report: BenchmarkReport | None) -> str:
+    if report is None:
+        return '<p class="meta" id="benchmarks">No benchmark report: run <code>make bench</code>.</p>'
+    when = f" measured {_e(report.measured_at)}" if report.measured_at else " (undated)"
+    summary = f" &middot; {_e(report.summary)}" if report.summary else ""
+    return (
+        f'<p class="meta" id="benchmarks"><a href="{_href(output, report.html)}">Benchmark report</a>{when}'
+        f" (<code>make bench</code>: the brief's targets on both engines next to raw boto3){summary}</p>"
+    )
 
 
 def _card(output: Path, report: NotebookReport) -> str:

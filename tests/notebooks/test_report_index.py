@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_outp
 
 from payment_examples.errors import ConfigurationError
 from payment_examples.report_index import (
+    BENCHMARKS,
     PNG_SIGNATURE,
     Headline,
     NotebookFailure,
@@ -23,6 +25,7 @@ from payment_examples.report_index import (
     draw_comparison,
     notebook_title,
     read_headline,
+    write_benchmarks,
     write_figures,
     write_index,
 )
@@ -209,3 +212,43 @@ def test_the_index_shows_the_scenarios_with_their_numbers_and_the_chart(tmp_path
     assert 'href="scenarios/cost-100k.html"' in section
     no_chart = write_index(tmp_path, [], run_at=datetime(2026, 1, 1, tzinfo=UTC), scenarios=scenarios[1:])
     assert "No comparison chart" in no_chart.read_text(encoding="utf-8")
+
+
+def test_the_index_links_the_latest_benchmark_report_with_its_date(tmp_path: Path) -> None:
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    (bench / "RESULTS.md").write_text(
+        "# Benchmark results\n\nMeasured <today>.\n\n| engine | case | p95 ms |\n|---|---|---|\n"
+        "| dynalite | x | 1.5 |\n"
+    )
+    rows = [{"engine": "dynalite", "case": "a", "meets_target": True},
+            {"engine": "dynalite", "case": "b", "meets_target": False},
+            {"engine": "moto", "case": "a", "meets_target": False},
+            {"engine": "moto", "case": "c", "meets_target": None}]  # fmt: skip
+    (bench / "results.json").write_text(json.dumps({"environment": {"date": "2026-11-29T19:05:00+00:00"},
+                                                    "results": rows}))  # fmt: skip
+    output = tmp_path / "reports"
+    output.mkdir()
+
+    page = write_index(output, [], run_at=datetime(2026, 1, 1, tzinfo=UTC), benchmarks=bench).read_text()
+
+    assert '<a href="benchmarks.html">Benchmark report</a> measured 2026-11-29T19:05:00+00:00' in page
+    assert "dynalite: 1 of 2 targets met; moto: 0 of 1 targets met" in page
+    rendered = (output / "benchmarks.html").read_text()
+    assert "<table>" in rendered and "<td>dynalite</td>" in rendered and "<h1>Benchmark results</h1>" in rendered
+    assert "&lt;today&gt;" in rendered  # the report's text is escaped, not taken as HTML
+    assert '<a href="index.html">' in rendered
+
+    # no report (an installed package, or before the first `make bench`): the index says how to make one
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    page = write_index(empty, [], run_at=datetime(2026, 1, 1, tzinfo=UTC), benchmarks=tmp_path / "none").read_text()
+    assert "No benchmark report: run <code>make bench</code>." in page and not (empty / "benchmarks.html").exists()
+
+
+def test_by_default_the_index_links_the_checkouts_benchmark_report(tmp_path: Path) -> None:
+    assert (BENCHMARKS / "RESULTS.md").is_file() and (BENCHMARKS / "run.py").is_file()
+    page = write_index(tmp_path, [], run_at=datetime(2026, 1, 1, tzinfo=UTC)).read_text()
+    report = write_benchmarks(tmp_path)
+    assert report is not None and report.html == tmp_path / "benchmarks.html"
+    assert '<a href="benchmarks.html">Benchmark report</a> measured ' + str(report.measured_at) in page
