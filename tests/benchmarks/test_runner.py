@@ -13,7 +13,17 @@ from tests.benchmarks import run
 def test_runner_measures_every_case_on_both_engines_and_writes_the_report(tmp_path: Path) -> None:
     args = ["--samples", "3", "--payments", "70", "--batch-samples", "3", "--batch-size", "40", "--recon-rows", "60"]
     args += ["--customer-samples", "3", "--kms-creates", "20", "--uncached-kms-creates", "5"]
-    args += ["--verify-samples", "2", "--verify-entries", "120"]
+    args += [
+        "--verify-samples",
+        "2",
+        "--verify-entries",
+        "120",
+        "--recovery-payments",
+        "130",
+        "--recovery-samples",
+        "2",
+    ]
+    args += ["--cold-samples", "1", "--no-artifact"]
     assert run.main([*args, "--output", str(tmp_path)]) == 0
 
     report = json.loads((tmp_path / "results.json").read_text())
@@ -23,9 +33,25 @@ def test_runner_measures_every_case_on_both_engines_and_writes_the_report(tmp_pa
     for row in report["results"]:
         # on moto the batch is timed at most MOTO_BATCH_SAMPLES times (its Query sorts the growing audit table)
         capped = row["engine"] == "moto" and row["case"] == "batch of 40 payments"
-        assert row["samples"] == (min(3, run.MOTO_BATCH_SAMPLES) if capped else 3)
+        recovery = row["case"].startswith("recovery sweep of 130 payments")
+        assert row["samples"] == (min(3, run.MOTO_BATCH_SAMPLES) if capped else 2 if recovery else 3)
         assert row["p50_ms"] > 0 and row["raw_p50_ms"] > 0 and row["ratio_p50"] > 0
-        assert row["p95_ms"] >= row["p50_ms"]
+        assert row["p99_ms"] >= row["p95_ms"] >= row["p50_ms"] and row["raw_p99_ms"] >= row["raw_p95_ms"]
+        # ratios and verdicts come from the measurements (the rows' values are rounded to 0.01 ms)
+        assert row["ratio_p50"] == pytest.approx(row["p50_ms"] / row["raw_p50_ms"], abs=0.02)
+        assert row["ratio_p95"] == pytest.approx(row["p95_ms"] / row["raw_p95_ms"], abs=0.02)
+        worst = max(row["ratio_p50"], row["ratio_p95"])
+        if abs(worst - run.OVERHEAD_LIMIT) > 0.02:
+            assert ("overhead within" in row["verdict"]) == (worst <= run.OVERHEAD_LIMIT), row
+        if row["target_p95_ms"] is not None:
+            assert ("target met" in row["verdict"]) == row["meets_target"] == (row["p95_ms"] < row["target_p95_ms"])
+        else:
+            assert "target" not in row["verdict"]
+        # the raw baseline makes the same AWS calls as ours (both counted)
+        assert row["calls_counted"] == row["raw_calls_counted"] != "none", row
+    for engine in ("moto", "dynalite"):
+        targets = {r["case"] for r in report["results"] if r["engine"] == engine and r["target_p95_ms"]}
+        assert len(targets) == 3  # creation, idempotency check, the page (the batch of 40 is not the target's)
     assert report["environment"]["versions"]["dynalite"]
     throughput = {t["engine"]: t for t in report["throughput"]}
     assert set(throughput) == {"moto", "dynalite"}
@@ -35,35 +61,62 @@ def test_runner_measures_every_case_on_both_engines_and_writes_the_report(tmp_pa
         # both time ratios are of the same rows: rows/s are inversely proportional to the times
         assert t["audited_time_ratio"] == pytest.approx(t["unaudited_rows_per_s"] / t["rows_per_s"], rel=0.02)
         assert t["ratio"] == pytest.approx(t["raw_rows_per_s"] / t["rows_per_s"], rel=0.02)
+        # the time per call ratio divides that by the ratio of the calls counted
+        assert t["calls"] > t["raw_calls_total"] > 0
+        assert t["per_call_ratio"] == pytest.approx(t["ratio"] * t["raw_calls_total"] / t["calls"], rel=0.02)
 
-    # the customer cases (field encryption) need KMS: measured on moto, skipped on dynalite and said so
+    # the customer cases (field encryption) run wherever the engine has a KMS key, and are skipped elsewhere, said so
     customer_cases = {run.CUSTOMER_CREATE, run.CUSTOMER_GET}
-    assert {("moto", name) for name in customer_cases} <= cases
-    assert not {("dynalite", name) for name in customer_cases} & cases
-    assert {(s["engine"], s["case"]) for s in report["skipped"]} == {("dynalite", name) for name in customer_cases}
-    [encryption] = report["encryption"]
-    assert encryption["engine"] == "moto"
-    by_case = {r["case"]: r for r in report["results"] if r["engine"] == "moto"}
-    for prefix, name in (("create", run.CUSTOMER_CREATE), ("get", run.CUSTOMER_GET)):
-        row = by_case[name]
-        # the overhead is computed before the rows' p50s are rounded to 0.01 ms: equal within that rounding
-        assert encryption[f"{prefix}_overhead_p50_ms"] == pytest.approx(row["p50_ms"] - row["raw_p50_ms"], abs=0.011)
-        assert encryption[f"{prefix}_ratio_p50"] == row["ratio_p50"]
-    # the data-key cache: one GenerateDataKey for the 20 creates (50 per 1,000 once scaled); without it, one each
-    assert encryption["kms_creates"] == 20 and encryption["kms_calls"] == {"GenerateDataKey": 1}
-    assert encryption["kms_calls_per_1000_creates"] == 50
-    assert encryption["uncached_kms_creates"] == 5 and encryption["uncached_kms_calls"] == {"GenerateDataKey": 5}
-    assert encryption["uncached_kms_calls_per_1000_creates"] == 1000
-    assert encryption["kms_create_p50_ms"] > 0 and encryption["uncached_kms_create_p50_ms"] > 0
+    encrypted = {e["engine"] for e in report["encryption"]}
+    assert "moto" in encrypted
+    for engine in ("moto", "dynalite"):
+        skipped = {(s["engine"], s["case"]) for s in report["skipped"] if s["reason"] == run.NO_KMS}
+        expected = {(engine, name) for name in customer_cases}
+        assert (expected <= cases) == (engine in encrypted) == (not expected & skipped)
+    for encryption in report["encryption"]:
+        by_case = {r["case"]: r for r in report["results"] if r["engine"] == encryption["engine"]}
+        for prefix, name in (("create", run.CUSTOMER_CREATE), ("get", run.CUSTOMER_GET)):
+            row = by_case[name]
+            # the overhead is computed before the rows' p50s are rounded to 0.01 ms: equal within that rounding
+            assert encryption[f"{prefix}_overhead_p50_ms"] == pytest.approx(row["p50_ms"] - row["raw_p50_ms"],
+                                                                            abs=0.011)  # fmt: skip
+            assert encryption[f"{prefix}_ratio_p50"] == row["ratio_p50"]
+        # the data-key cache: one GenerateDataKey for the 20 creates (50 per 1,000 once scaled); without, one each
+        assert encryption["kms_creates"] == 20 and encryption["kms_calls"] == {"GenerateDataKey": 1}
+        assert encryption["kms_calls_per_1000_creates"] == 50
+        assert encryption["uncached_kms_creates"] == 5 and encryption["uncached_kms_calls"] == {"GenerateDataKey": 5}
+        assert encryption["uncached_kms_calls_per_1000_creates"] == 1000
+        assert encryption["kms_create_p50_ms"] > 0 and encryption["uncached_kms_create_p50_ms"] > 0
 
-    # the audit trail's cost on both engines: a capture with and without its audit entry, both against the raw
-    # calls of the unaudited path; the overhead is the difference of the two p50s and the ratio their quotient
+    # cold starts: one row per handler and engine (reconcile wherever the engine has S3), ours next to bare boto3
+    cold = {(c["engine"], c["handler"]): c for c in report["cold_starts"]}
+    no_s3 = {s["engine"] for s in report["skipped"] if s["case"] == "cold start: reconcile handler"}
+    for engine in ("moto", "dynalite"):
+        handlers = {"process", "query"} | ({"reconcile"} if engine not in no_s3 else set())
+        assert {h for e, h in cold if e == engine} == handlers
+    assert "moto" not in no_s3
+    for c in cold.values():
+        for side in ("ours", "bare"):
+            assert c[f"{side}_import_p50_ms"] > 0 and c[f"{side}_invoke_p50_ms"] > 0
+            assert c[f"{side}_wall_p50_ms"] > c[f"{side}_total_p50_ms"] * 0.99
+        assert c["ratio_p50"] == pytest.approx(c["ours_total_p50_ms"] / c["bare_total_p50_ms"], abs=0.01)
+        assert c["ours_calls"] != "none" and c["bare_calls"] != "none"
+        if c["handler"] != "reconcile":  # the bare reconcile makes only the minimum calls (said in the report)
+            assert c["ours_calls"] == c["bare_calls"]
+    assert report["artifact"] == {"built": False, "why": "not requested (--no-artifact)"}
+    env = report["environment"]
+    assert len(env["load_average_before"]) == len(env["load_average_after"]) == 3 and env["duration_s"] > 0
+
+    # the audit trail's cost on both engines: a capture with and without its audit entry, each against raw boto3
+    # making its calls; the overhead is the difference of the two p50s and the ratio their quotient
+
     rows = {(r["engine"], r["case"]): r for r in report["results"]}
     audit = {a["engine"]: a for a in report["audit"]}
     assert set(audit) == {"moto", "dynalite"}
     for engine, overhead in audit.items():
         on, off = rows[engine, run.AUDITED_CAPTURE], rows[engine, run.UNAUDITED_CAPTURE]
-        assert (on["raw_p50_ms"], on["raw_p95_ms"]) == (off["raw_p50_ms"], off["raw_p95_ms"])  # one baseline
+        # each against its own baseline: the audited one's also appends the audit entry (one more PutItem)
+        assert on["raw_calls_counted"] != off["raw_calls_counted"] and "PutItem" in on["raw_calls"]
         assert (overhead["audited_p50_ms"], overhead["unaudited_p50_ms"]) == (on["p50_ms"], off["p50_ms"])
         assert overhead["overhead_p50_ms"] == pytest.approx(on["p50_ms"] - off["p50_ms"], abs=0.011)
         assert overhead["overhead_p95_ms"] == pytest.approx(on["p95_ms"] - off["p95_ms"], abs=0.011)
@@ -80,9 +133,11 @@ def test_runner_measures_every_case_on_both_engines_and_writes_the_report(tmp_pa
         assert v["raw_calls"].startswith("2 consistent Query pages (Limit=100)")
 
     markdown = (tmp_path / "RESULTS.md").read_text()
-    # one row per case and engine, plus one throughput, one audit overhead and one verification row per engine,
-    # plus the encryption row on moto
-    moto_cases = sum(engine == "moto" for engine, _ in cases)
-    assert markdown.count("\n| moto |") == moto_cases + 4
-    assert markdown.count("\n| dynalite |") == len(cases) - moto_cases + 3 == moto_cases + 1
-    assert "Skipped on dynalite: " + run.CUSTOMER_CREATE in markdown and "scaled per 1,000" in markdown
+    # per engine: two rows per case (timings, calls), two throughput rows, one audit overhead, one verification,
+    # one per cold start and the encryption row where it ran
+    for engine in ("moto", "dynalite"):
+        n = sum(e == engine for e, _ in cases)
+        colds = sum(e == engine for e, _ in cold)
+        assert markdown.count(f"\n| {engine} |") == 2 * n + 2 + 1 + 1 + colds + (engine in encrypted)
+    assert "scaled per 1,000" in markdown and "## The Lambda artifact" in markdown
+    assert "Not built: not requested" in markdown
