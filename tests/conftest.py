@@ -29,7 +29,7 @@ from payment_examples.payments import PaymentService
 for _name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
     os.environ[_name] = "testing"
 os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
-for _name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "PAYMENT_USE_AWS", "AWS_PROFILE"):
+for _name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "PAYMENT_USE_AWS", "PAYMENT_ENGINE", "AWS_PROFILE"):
     os.environ.pop(_name, None)
 
 START = datetime(2026, 1, 1, tzinfo=UTC)

@@ -1,8 +1,9 @@
 """A worker process that runs create (with a card) -> authorize -> capture through the process handler and
 ``Checkout``, and SIGKILLs itself at a chosen point: after a named DynamoDB call or after a ``Checkout`` step.
 
-``python -m tests.integration.kill_worker --key K --kill-at POINT`` against the endpoint in ``AWS_ENDPOINT_URL``
-(and ``PAYMENT_TABLE_PREFIX``, ``PAYMENT_PROCESSOR=local``, ``PAYMENT_JWT_SECRET``). With ``--kill-at none`` it
+``python -m tests.integration.kill_worker --key K --kill-at POINT`` against the endpoints in
+``AWS_ENDPOINT_URL_DYNAMODB`` and ``AWS_ENDPOINT_URL`` (and ``PAYMENT_TABLE_PREFIX``, ``PAYMENT_PROCESSOR=local``,
+``PAYMENT_JWT_SECRET``). With ``--kill-at none`` it
 runs to the end and prints the outcome: the uninterrupted run the killed ones are compared with.
 """
 

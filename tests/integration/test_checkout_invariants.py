@@ -1,5 +1,6 @@
-"""The checkout flow's invariants under random sequences, on the local moto server process (a Hypothesis stateful
-test: moto in-process is not thread-safe, and the server is what the flow runs against elsewhere).
+"""The checkout flow's invariants under random sequences, on the local server processes, moto and dynalite (a
+Hypothesis stateful test: moto in-process is not thread-safe, and the servers are what the flow runs against
+elsewhere).
 
 The machine creates card payments through the process handler (approving and declining test cards), replays earlier
 requests, captures (``Checkout.capture``), refunds and voids (``PaymentService``), and meanwhile makes things go
@@ -424,7 +425,6 @@ def ctx(engine_session: Settings) -> Iterator[Ctx]:
         yield Ctx(settings)
 
 
-@pytest.mark.parametrize("engine_session", ["moto"], indirect=True)  # the session's moto server process
 def test_checkout_invariants_hold_under_random_sequences(ctx: Ctx) -> None:
     run_state_machine_as_test(
         lambda: CheckoutMachine(ctx),
@@ -446,7 +446,6 @@ def machine(ctx: Ctx) -> CheckoutMachine:
     return CheckoutMachine(ctx)
 
 
-@pytest.mark.parametrize("engine_session", ["moto"], indirect=True)
 def test_a_void_while_a_processor_call_is_in_flight_leaves_none_stuck(machine: CheckoutMachine) -> None:
     # The worker is killed after the processor approved the authorisation, before the answer was applied.
     key = machine.create(amount=900, card="pm_card_visa", fault=None, kill="authorize-sent", lose=None)
@@ -459,7 +458,6 @@ def test_a_void_while_a_processor_call_is_in_flight_leaves_none_stuck(machine: C
     assert machine.models.payment.get(payment_id, consistent_read=True).processor_call is None
 
 
-@pytest.mark.parametrize("engine_session", ["moto"], indirect=True)
 @pytest.mark.parametrize("call", [("PutItem", "payments"), ("UpdateItem", "payments")])
 def test_a_lost_dynamodb_response_is_a_503_to_retry(machine: CheckoutMachine, call: tuple[str, str]) -> None:
     machine.network.armed = call  # the payment's put, or the commit of its authorisation

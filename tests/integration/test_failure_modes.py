@@ -281,8 +281,9 @@ def test_an_unreachable_engine_is_503_and_the_next_request_after_it_returns_work
         proxy.close()
 
 
-def test_a_stopped_engine_process_is_503_and_a_restarted_one_serves_the_next_request() -> None:
-    base = Settings(engine="moto", table_prefix="stop-", jwt_secret=HS_SECRET)
+@pytest.mark.parametrize("kind", ["moto", "dynalite"])
+def test_a_stopped_engine_process_is_503_and_a_restarted_one_serves_the_next_request(kind: str) -> None:
+    base = Settings(engine=kind, table_prefix="stop-", jwt_secret=HS_SECRET)
     with local_aws(base):
         stopped = get_settings()  # what local_aws installed: its endpoint, the processor, the tables
         api = build_api(stopped)
@@ -304,7 +305,9 @@ def process_env(settings: Settings) -> dict[str, str]:
     """The environment of a child process (a worker, the CLI) pointed at the engine and tables of ``settings``."""
     return {
         **os.environ,
-        "AWS_ENDPOINT_URL": settings.endpoint_url,
+        "AWS_ENDPOINT_URL_DYNAMODB": settings.endpoint_url,
+        "AWS_ENDPOINT_URL": settings.endpoint_for("s3"),  # S3, KMS, STS (dynalite: the moto server beside it)
+        "PAYMENT_ENGINE": settings.engine,
         "AWS_ACCESS_KEY_ID": settings.aws_access_key_id,
         "AWS_SECRET_ACCESS_KEY": settings.aws_secret_access_key,
         "PAYMENT_TABLE_PREFIX": settings.table_prefix,
@@ -339,10 +342,8 @@ def outcome(local: Settings, key: str) -> tuple:
 AMOUNT = kill_worker.AMOUNT
 EXPECTED = ("captured", AMOUNT, True, 3, [("authorize", AMOUNT, 2), ("capture", AMOUNT, 3)],
             [(AUTHORIZE, AMOUNT), (CAPTURE, AMOUNT)], True)  # fmt: skip
-MOTO_ONLY = pytest.mark.parametrize("engine_session", ["moto"], indirect=True)  # processes: one engine is enough
 
 
-@MOTO_ONLY
 def test_workers_killed_at_every_step_are_recovered_into_the_uninterrupted_state(local: Settings) -> None:
     # One real process per kill point, all at once (and one left alone), each SIGKILLed by itself at its point.
     workers = {point: worker(local, point, point) for point in ("none", *kill_worker.POINTS)}
@@ -376,7 +377,6 @@ def test_workers_killed_at_every_step_are_recovered_into_the_uninterrupted_state
     assert len(charges) == len({c.payment_id for c in charges}) == len(kill_worker.POINTS) + 1  # one each
 
 
-@MOTO_ONLY
 def test_recover_on_the_command_line(local: Settings) -> None:
     killed = worker(local, "cli", "authorize-sent")
     assert killed.wait(timeout=180) == -9, killed.communicate()

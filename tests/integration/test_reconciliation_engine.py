@@ -88,3 +88,24 @@ def test_two_invocations_racing_on_one_file_do_the_work_once(engine: Settings, t
     if len(finished) == 2:  # the second started after the first had finished: it returned the stored summary
         assert finished[0].summary == finished[1].summary
     assert all(n == 1 for n in _transactions(engine).values())
+
+
+def test_the_s3_handler_reconciles_a_file_from_the_engines_s3(engine: Settings) -> None:
+    # S3 is the moto server's on both engines (dynalite's is the moto server beside it), DynamoDB the engine's.
+    from payment_examples.aws import client
+    from payment_examples.handlers.reconcile import make_handler
+    from tests.unit.test_reconcile_handler import BUCKET, Context, s3_event
+
+    scenario = SettlementScenario(rows=150, seed=23, discrepancy_rate=0.3)
+    create_scenario_payments(scenario)
+    s3 = client("s3")
+    assert s3.meta.endpoint_url == engine.endpoint_for("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    key = f"{engine.table_prefix}settlement.csv"
+    s3.put_object(Bucket=BUCKET, Key=key, Body=settlement_bytes(scenario))
+    etag = s3.head_object(Bucket=BUCKET, Key=key)["ETag"].strip('"')
+    handler = make_handler(lambda: Reconciler(max_workers=4), continue_with=lambda event, context: None)
+    (file,) = handler(s3_event((key, etag)), Context())["files"]
+    assert file["complete"] and file["outcomes"] == _expected(scenario)
+    summary = s3.get_object(Bucket=BUCKET, Key=f"reconciliation-reports/{key}/{etag}/summary.json")["Body"].read()
+    assert summary and all(n == 1 for n in _transactions(engine).values())
