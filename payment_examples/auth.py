@@ -8,6 +8,12 @@
    service) is refused. The key is chosen by algorithm from what is configured, and each key is used only
    with its own algorithm family, so ``alg: none`` and algorithm confusion (an RS256 public key used as an HS256
    secret) are refused. Nothing configured and no authorizer claims: 401, never a default secret.
+
+Why (1) is safe: API Gateway builds ``requestContext``; a client cannot put an ``authorizer`` there. In
+``template.yaml`` the claims exist only when the optional JWT authorizer is configured (``JwtIssuer``): every route
+then requires a token from that issuer for ``JwtAudience``, and its ``merchant_id`` claim is used as is. Without it,
+every request goes through (2). Deployed, the handlers refuse to start without an audience and a key
+(``config.require_api_settings``), whichever path the requests take.
 """
 
 from __future__ import annotations

@@ -5,6 +5,11 @@ A thin adapter: authenticate the merchant, validate the request, run ``PaymentSe
 middleware, and map the outcome or the error to an HTTP response (a decline is 402, a processor timeout or an
 unavailable engine 503 with ``Retry-After``). Works for API Gateway REST (v1
 proxy) and HTTP API (v2) events. Clients are built on the first invocation and reused by the container.
+
+Deployed (``PAYMENT_USE_AWS=1``, ``template.yaml``) it fails closed: without a JWT audience or a JWT key it raises
+``ConfigurationError`` on every invocation instead of answering (``config.require_api_settings``); the keys come
+from the secret named by ``PAYMENT_SECRETS_ID`` (``payment_examples.secrets``), never from the function's
+configuration.
 """
 
 from __future__ import annotations

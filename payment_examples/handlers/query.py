@@ -11,7 +11,8 @@
 
 The merchant comes from the same authentication as the process handler (verified authorizer claims or a Bearer
 JWT, ``payment_examples.auth``), never from the query string. Bad parameters are a 400 problem+json naming the
-parameter; unknown or repeated parameters are refused rather than ignored.
+parameter; unknown or repeated parameters are refused rather than ignored. Deployed (``PAYMENT_USE_AWS=1``) it
+fails closed like the process handler, and also without the cursor secret (``config.require_api_settings``).
 """
 
 from __future__ import annotations
