@@ -305,23 +305,42 @@ def observed() -> dict[str, set[tuple[str, str]]]:
 # -- the checks ------------------------------------------------------------------------------------------------------
 
 
+def _denied(function: str, grants: set[tuple[str, str]], needs: set[tuple[str, str]]) -> list[tuple[str, str]]:
+    return sorted(need for need in needs if not any(_allows(grant, need) for grant in grants))
+
+
+def _unused(function: str, grants: set[tuple[str, str]], needs: set[tuple[str, str]]) -> list[tuple[str, str]]:
+    return sorted(
+        grant
+        for grant in grants
+        if not any(_allows(grant, need) for need in needs)
+        and (function, grant[0], grant[1].rpartition(":")[2]) not in ALLOWED_UNOBSERVED
+    )
+
+
 @pytest.mark.parametrize("function", FLOWS)
 def test_the_policy_allows_every_call_the_handler_made(observed: dict, function: str) -> None:
-    grants = _grants(function, PARAMETERS)
-    denied = sorted(need for need in observed[function] if not any(_allows(g, need) for g in grants))
+    denied = _denied(function, _grants(function, PARAMETERS), observed[function])
     assert denied == [], f"{function} would be denied: {denied}"
 
 
 @pytest.mark.parametrize("function", FLOWS)
 def test_the_policy_grants_nothing_the_handler_did_not_use(observed: dict, function: str) -> None:
-    unused = []
-    for grant in sorted(_grants(function, PARAMETERS)):
-        if any(_allows(grant, need) for need in observed[function]):
-            continue
-        if (function, grant[0], grant[1].rpartition(":")[2]) in ALLOWED_UNOBSERVED:
-            continue
-        unused.append(grant)
-    assert unused == [], f"{function} grants what no flow used (remove it, or allow-list it with a reason)"
+    unused = _unused(function, _grants(function, PARAMETERS), observed[function])
+    assert unused == [], f"{function} grants what no flow used (remove it, or allow-list it with a reason): {unused}"
+
+
+def test_the_checks_catch_a_missing_grant_a_broader_one_and_another_table(observed: dict) -> None:
+    function, needs = "ProcessPaymentFunction", observed["ProcessPaymentFunction"]
+    grants = _grants(function, PARAMETERS)
+    idempotency = table_arn("stack-idempotency")
+    assert _denied(function, grants - {("dynamodb:DeleteItem", idempotency)}, needs) == [
+        ("dynamodb:DeleteItem", idempotency)
+    ]
+    assert _unused(function, grants | {("dynamodb:Scan", idempotency)}, needs) == [("dynamodb:Scan", idempotency)]
+    customers = ("dynamodb:GetItem", table_arn("stack-customers"))
+    assert _unused(function, grants | {customers}, needs) == [customers]
+    assert _denied(function, grants, needs | {("dynamodb:Query", table_arn("stack-payments", "by-merchant-created"))})
 
 
 def test_the_allow_list_is_still_granted(observed: dict) -> None:
