@@ -116,18 +116,19 @@ def _chunks(payments: Iterator[Payment]) -> Iterator[list[Payment]]:
 
 def _missing_records(service: PaymentService, payments: list[Payment]) -> list[Payment]:
     """The payments whose current version lacks its Transaction or its audit entry: two ``BatchGetItem`` calls
-    for up to 100 payments (a payment chain's entry n records version n; moved payments are checked one by one)."""
+    (keys only) for up to 100 payments (a payment chain's entry n records version n; moved payments are checked
+    one by one)."""
     models = service.models
     with_transition = [p for p in payments if p.last_transition is not None]
-    found_transactions = {
-        t.id for t in models.transaction.batch_get([transaction_id_for(p.id, p.version) for p in with_transition])
-    }
+    # Only the keys are read back (a projection): what is looked for is whether each item exists, and building
+    # whole Transaction and audit entry models of every payment was most of the sweep's time.
+    wanted = [transaction_id_for(p.id, p.version) for p in with_transition]
+    found_transactions = {t.id for t in models.transaction.batch_get(wanted, attributes_to_get=["id"])}
     suspects = {p.id for p in with_transition if transaction_id_for(p.id, p.version) not in found_transactions}
     if service.audited:
         plain = [p for p in payments if p.transfer is None]
-        entries = {
-            (e.entity, int(e.seq)) for e in models.audit.batch_get([(audit_entity(p.id), p.version) for p in plain])
-        }
+        keys = [(audit_entity(p.id), p.version) for p in plain]
+        entries = {(e.entity, int(e.seq)) for e in models.audit.batch_get(keys, attributes_to_get=["entity", "seq"])}
         suspects |= {p.id for p in plain if (audit_entity(p.id), p.version) not in entries}
         suspects |= {p.id for p in payments if p.transfer is not None}
     return [p for p in payments if p.id in suspects]

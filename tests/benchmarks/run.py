@@ -86,6 +86,7 @@ VERIFY_PAGE = 100  # AuditTracker.history's page size
 MOTO_PAGE_SAMPLES = 30  # moto sorts the merchant's whole partition for every Query: about 1 s a page at 10,000
 MOTO_RECON_ROWS = 1_000  # moto's audited reconciliation runs at about 10 rows/s (each head Query sorts the table)
 RECOVERY_PAYMENTS = 1_000
+MOTO_RECOVERY_PAYMENTS = 300  # moto's Scan and BatchGetItem are slow (about 2 s a sweep of 150 payments)
 RECOVERY_SAMPLES = 5
 COLD_SAMPLES = 5
 
@@ -233,79 +234,69 @@ def measure_in_turn(
     return {name: Latency(name, tuple(values)) for name, values in samples.items()}
 
 
+def recorded_requests(call: Callable[[], object]) -> list[tuple[str, dict[str, Any]]]:
+    """The AWS requests ``call()`` makes (operation, parameters as sent to botocore), for a raw baseline to send
+    the very same requests (same items, conditions, expressions), with ``replay_requests``."""
+    made: list[tuple[str, dict[str, Any]]] = []
+    original = BaseClient._make_api_call
+
+    def recording(client_: BaseClient, operation: str, params: dict[str, Any]) -> Any:
+        made.append((operation, json.loads(json.dumps(params))))
+        return original(client_, operation, params)
+
+    with mock.patch.object(BaseClient, "_make_api_call", recording):
+        call()
+    return made
+
+
+def replay_requests(
+    client_: Any, requests: list[tuple[str, dict[str, Any]]], replace: dict[str, str], *, may_fail: bool = False
+) -> None:
+    """Send ``requests`` with raw boto3, each string of ``replace`` replaced (the template's keys by fresh ones).
+    ``may_fail``: a failed condition is the expected answer (a repeat request's claim), not an error."""
+    methods = {api: method for method, api in client_.meta.method_to_api_mapping.items()}
+    for operation, params in requests:
+        text = json.dumps(params)
+        for old, new in replace.items():
+            text = text.replace(old, new)
+        try:
+            getattr(client_, methods[operation])(**json.loads(text))
+        except client_.exceptions.ConditionalCheckFailedException:
+            if not may_fail:
+                raise
+
+
 def creation_and_replay(samples: int) -> list[Case]:
-    """The process handler end to end (JWT, validation, idempotency, create) against the same raw writes."""
+    """The process handler end to end (JWT, validation, idempotency middleware, create; no card: the brief's
+    creation) and a repeat of one request, each against raw boto3 sending the very requests the handler sent for a
+    template request (recorded: same items, conditions and expressions), under fresh keys for the creation."""
     service, middleware = PaymentService(), IdempotencyMiddleware(ids=SeededIds(1))
     handler = make_handler(service, middleware)
     bearer = "Bearer " + jwt.encode({"merchant_id": "bench", "exp": int(time.time()) + 3600}, SECRET, "HS256")
     body = {"amount": 1250, "currency": "USD"}
-    client = dynamodb()
-    idempotency_table = middleware.table_name
-    payments_table = service.models.payment.Meta.table_name
+    client_ = dynamodb()
 
     def create(i: int) -> None:
         response = handler(_event(f"create-{i}", body, bearer), None)
         assert response["statusCode"] == 201, response
 
-    # The raw baseline writes the same items the package writes (same attributes, so the same index entries):
-    # templates taken from one request made through the handler.
-    sample = json.loads(handler(_event("template", body, bearer), None)["body"])
-    payment_item = client.get_item(TableName=payments_table, Key={"id": {"S": sample["id"]}})["Item"]
-    record_key = middleware.record_key("bench", "template")
-    record_item = client.get_item(TableName=idempotency_table, Key={"key": {"S": record_key}})["Item"]
-    claim_item = {name: value for name, value in record_item.items() if name not in ("outcome", "result")}
-    claim_item |= {"status": {"S": "IN_PROGRESS"}, "claim_token": {"S": "t"}, "lease_expires_at": {"N": "1"}}
-    created_at = payment_item["created_key"]["S"].split("#")[0]
-    audit_table = service.models.audit.Meta.table_name
-    audit_item = _only_audit_entry(client, audit_table, audit_entity(sample["id"]))
+    template = "bench-template-key"
+    creation = recorded_requests(lambda: handler(_event(template, body, bearer), None))
+    template_id = payment_id_for("bench", template)
 
     def raw_create(i: int) -> None:
-        key = {"key": {"S": f"raw-{i}"}}
-        client.put_item(
-            TableName=idempotency_table,
-            Item={**claim_item, **key},
-            ConditionExpression="attribute_not_exists(#k)",
-            ExpressionAttributeNames={"#k": "key"},
-        )
-        client.put_item(
-            TableName=payments_table,
-            Item={**payment_item, "id": {"S": f"raw-{i}"}, "created_key": {"S": f"{created_at}#raw-{i}"}},
-            ConditionExpression="attribute_not_exists(id)",
-        )
-        _raw_audit_put(client, audit_table, {**audit_item, "entity": {"S": audit_entity(f"raw-{i}")}})
-        client.update_item(
-            TableName=idempotency_table,
-            Key=key,
-            UpdateExpression="SET #s = :c, #o = :o, #r = :r REMOVE #l, #t",
-            ExpressionAttributeNames={"#s": "status", "#o": "outcome", "#r": "result", "#l": "lease_expires_at",
-                                      "#t": "claim_token"},
-            ExpressionAttributeValues={":c": {"S": "COMPLETED"}, ":o": record_item["outcome"],
-                                       ":r": record_item["result"]},
-        )  # fmt: skip
+        replay_requests(client_, creation, {middleware.record_key("bench", template): f"raw-record-{i}",
+                                            template_id: f"raw-{i}", template: f"raw-key-{i}"})  # fmt: skip
 
     handler(_event("replayed", body, bearer), None)
-    record_key = middleware.record_key("bench", "replayed")
+    repeat = recorded_requests(lambda: handler(_event("replayed", body, bearer), None))
 
     def replay(i: int) -> None:
         response = handler(_event("replayed", body, bearer), None)
         assert response["headers"].get("Idempotent-Replayed") == "true", response
 
-    def failed_put() -> dict:
-        try:
-            client.put_item(TableName=idempotency_table, Item={"key": {"S": record_key}, "status": {"S": "X"}},
-                            ConditionExpression="attribute_not_exists(#k)", ExpressionAttributeNames={"#k": "key"},
-                            ReturnValuesOnConditionCheckFailure="ALL_OLD")  # fmt: skip
-        except client.exceptions.ConditionalCheckFailedException as error:
-            return error.response
-        raise AssertionError("the record should exist")
-
-    # An engine that does not return the old item (dynalite) makes the middleware read it: so does the baseline.
-    returns_old_item = "Item" in failed_put()
-
     def raw_replay(i: int) -> None:
-        failed_put()
-        if not returns_old_item:
-            client.get_item(TableName=idempotency_table, Key={"key": {"S": record_key}}, ConsistentRead=True)
+        replay_requests(client_, repeat, {}, may_fail=True)
 
     counts: dict[str, str] = {}
     created = measure_in_turn({"package": create, "raw": raw_create}, samples, counts=counts)
@@ -313,11 +304,12 @@ def creation_and_replay(samples: int) -> list[Case]:
     replayed = measure_in_turn({"package": replay, "raw": raw_replay}, samples, counts=replay_counts)
     return [
         case("payment creation (with idempotency)", created, counts,
-             "conditional PutItem (claim) + conditional PutItem (payment) + conditional PutItem (first audit entry: "
-             "a new chain, no head to read) + UpdateItem (completion), same items",
+             "the handler's requests, recorded: conditional PutItem (claim) + conditional PutItem (payment) + "
+             "conditional PutItem (first audit entry: a new chain, no head to read) + UpdateItem (completion)",
              "through the process handler (JWT, validation, idempotency middleware), no card: the brief's creation"),
         case("idempotency check (repeat request)", replayed, replay_counts,
-             "failed conditional PutItem (ALL_OLD)" + ("" if returns_old_item else " + consistent GetItem")),
+             "the handler's requests, recorded: the failed conditional PutItem of the claim (ALL_OLD) "
+             "+ a consistent GetItem of the record where the engine returns no old item (dynalite)"),
     ]  # fmt: skip
 
 
@@ -344,7 +336,8 @@ def filtered_page(samples: int, payments: int) -> list[Case]:
     return [
         case("one filtered page (50 captured) of a large merchant", timed, counts,
              f"Query Limit=51 on by-merchant-status ({payments:,} payments of the merchant)",
-             "ours also signs the next page's cursor and builds the page"),
+             "ours also builds the page's 50 Payment models (PynamoDB deserialisation: most of the difference, see "
+             "PROFILE.md) and signs the next page's cursor"),
     ]  # fmt: skip
 
 
@@ -404,9 +397,6 @@ def audited_transition(samples: int) -> list[Case]:
     authorized untimed by an audited service (so each chain holds its two entries already); timed in turn."""
     merchant, client = "bench-capture", dynamodb()
     audited, unaudited = PaymentService(), PaymentService(audited=False)
-    payments_table = audited.models.payment.Meta.table_name
-    transactions_table = audited.models.transaction.Meta.table_name
-    audit_table = audited.models.audit.Meta.table_name
 
     def authorized(service: PaymentService, label: str, indexes: range) -> dict[int, str]:
         def one(i: int) -> tuple[int, str]:
@@ -419,51 +409,25 @@ def audited_transition(samples: int) -> list[Case]:
     ids = {label: authorized(service, label, range(-WARMUP, samples)) for label, service in
            (("audited", audited), ("unaudited", unaudited), ("raw", audited), ("raw-audited", audited))}  # fmt: skip
 
-    # The raw values are those of a capture made through the package (same attributes, so the same item sizes).
-    template_id = authorized(audited, "template", range(1))[0]
-    with counted_calls() as template_calls:
-        audited.capture(merchant, template_id, actor="bench")
-    reads_head = template_calls["Query"] > 0
-    captured = client.get_item(TableName=payments_table, Key={"id": {"S": template_id}})["Item"]
-    transaction = client.get_item(TableName=transactions_table,
-                                  Key={"id": {"S": transaction_id_for(template_id, 3)}})["Item"]  # fmt: skip
-    entry = client.get_item(TableName=audit_table,
-                            Key={"entity": {"S": audit_entity(template_id)}, "seq": {"N": "3"}})["Item"]  # fmt: skip
-    names = {"#m": "merchant_id", "#tr": "transfer", "#st": "state", "#v": "version", "#s": "status",
-             "#ms": "merchant_status", "#ca": "captured_amount", "#ra": "refunded_amount", "#u": "updated_at",
-             "#lt": "last_transition"}  # fmt: skip
-    values = {":m": {"S": merchant}, ":live": {"S": "active"}, ":one": {"N": "1"}}
-    values |= {f":{short[1:]}": captured[names[short]] for short in ("#s", "#ms", "#ca", "#ra", "#u", "#lt")}
+    # The raw baselines send the very requests of a capture made through the package (recorded), for their own
+    # payments: the payment id, and the ids of its Transactions (derived from id and version), replaced.
+    templates = authorized(audited, "template", range(2))
+    recorded = {
+        True: recorded_requests(lambda: audited.capture(merchant, templates[0], actor="bench")),
+        False: recorded_requests(lambda: unaudited.capture(merchant, templates[1], actor="bench")),
+    }
+    reads_head = any(operation == "Query" for operation, _ in recorded[True])
 
     def capture(service: PaymentService, label: str) -> Callable[[int], object]:
         return lambda i: service.capture(merchant, ids[label][i], actor="bench")
 
     def raw_capture(label: str, audit: bool) -> Callable[[int], None]:
+        template_id = templates[0 if audit else 1]
+
         def call(i: int) -> None:
             payment_id = ids[label][i]
-            key = {"id": {"S": payment_id}}
-            payment = client.get_item(TableName=payments_table, Key=key, ConsistentRead=True)["Item"]
-            version = int(payment["version"]["N"])
-            client.get_item(TableName=transactions_table, Key={"id": {"S": transaction_id_for(payment_id, version)}})
-            client.update_item(
-                TableName=payments_table, Key=key, ReturnValues="ALL_NEW",
-                ConditionExpression="#m = :m AND (attribute_not_exists(#tr) OR #tr.#st = :live) AND #v = :v",
-                UpdateExpression="SET #s = :s, #ms = :ms, #ca = :ca, #ra = :ra, #u = :u, #lt = :lt ADD #v :one",
-                ExpressionAttributeNames=names, ExpressionAttributeValues={**values, ":v": {"N": str(version)}},
-            )  # fmt: skip
-            if audit:
-                item = {**entry, "entity": {"S": audit_entity(payment_id)}}
-                if reads_head:
-                    _raw_audit_append(client, audit_table, item)
-                else:
-                    _raw_audit_put(client, audit_table, item)
-            client.put_item(
-                TableName=transactions_table,
-                Item={**transaction, "id": {"S": transaction_id_for(payment_id, version + 1)},
-                      "payment_id": {"S": payment_id}},
-                ConditionExpression="attribute_not_exists(id) AND attribute_not_exists(#v)",
-                ExpressionAttributeNames={"#v": "version"},
-            )  # fmt: skip
+            replace = {transaction_id_for(template_id, v): transaction_id_for(payment_id, v) for v in (2, 3)}
+            replay_requests(client, recorded[audit], replace | {template_id: payment_id})
 
         return call
 
@@ -474,13 +438,14 @@ def audited_transition(samples: int) -> list[Case]:
         samples, counts=counts,
     )  # fmt: skip
     assert audited.audit.retries == 0  # one writer per chain: no lost race, so one append each
-    raw_calls = "consistent GetItem + GetItem (previous Transaction) + conditional UpdateItem + conditional PutItem"
+    raw_calls = "the capture's requests, recorded: consistent GetItem (payment) + GetItem (previous Transaction) + "
+    raw_calls += "conditional UpdateItem (ALL_NEW) + conditional PutItem (Transaction)"
     head = "audit Query (head) + " if reads_head else ""
     return [
-        case(AUDITED_CAPTURE, timed, counts, f"{raw_calls} + {head}conditional PutItem (audit entry), same values",
+        case(AUDITED_CAPTURE, timed, counts, f"{raw_calls} + {head}conditional PutItem (audit entry)",
              "" if reads_head else "no head Query: the service appended the chain's previous entry itself",
              package="audited", raw="raw-audited"),
-        case(UNAUDITED_CAPTURE, timed, counts, raw_calls + ", same values", package="unaudited"),
+        case(UNAUDITED_CAPTURE, timed, counts, raw_calls, package="unaudited"),
     ]  # fmt: skip
 
 
@@ -489,7 +454,8 @@ def recovery_sweep(samples: int, payments: int) -> list[Case]:
     (the sweep's fixed cost: what it pays to find out), against raw boto3 making the calls it needs: a consistent,
     filtered Scan of the idempotency table (claims in progress past their lease, two attributes), a consistent,
     filtered Scan of the payments table (last changed before the cut-off), and per 100 payments one BatchGetItem of
-    their latest Transactions and one of their latest audit entries. Each sample sweeps the same payments."""
+    their latest Transactions and one of their latest audit entries (keys only). Each sample sweeps the same
+    payments."""
     from datetime import timedelta
 
     from payment_examples.checkout import Checkout
@@ -537,8 +503,24 @@ def recovery_sweep(samples: int, payments: int) -> list[Case]:
             chunk = found[start : start + 100]
             transactions = [{"id": {"S": transaction_id_for(p["id"]["S"], int(p["version"]["N"]))}} for p in chunk]
             entries = [{"entity": {"S": audit_entity(p["id"]["S"])}, "seq": p["version"]} for p in chunk]
-            client.batch_get_item(RequestItems={transactions_table: {"Keys": transactions}})
-            client.batch_get_item(RequestItems={audit_table: {"Keys": entries}})
+            client.batch_get_item(
+                RequestItems={
+                    transactions_table: {
+                        "Keys": transactions,
+                        "ProjectionExpression": "#i",
+                        "ExpressionAttributeNames": {"#i": "id"},
+                    }
+                }
+            )
+            client.batch_get_item(
+                RequestItems={
+                    audit_table: {
+                        "Keys": entries,
+                        "ProjectionExpression": "#e, #s",
+                        "ExpressionAttributeNames": {"#e": "entity", "#s": "seq"},
+                    }
+                }
+            )
         assert len(found) == payments
 
     counts: dict[str, str] = {}
@@ -546,7 +528,7 @@ def recovery_sweep(samples: int, payments: int) -> list[Case]:
     return [
         case(f"recovery sweep of {payments:,} payments (nothing to fix)", timed, counts,
              "consistent filtered Scan (idempotency claims) + consistent filtered Scan (payments) + per 100 payments "
-             "BatchGetItem (Transactions) + BatchGetItem (audit entries)",
+             "BatchGetItem (Transactions, keys only) + BatchGetItem (audit entries, keys only)",
              "ours also builds a Payment model per item and checks each for a processor call in flight"),
     ]  # fmt: skip
 
@@ -1129,6 +1111,7 @@ def run(
     moto_page_samples: int = MOTO_PAGE_SAMPLES,
     moto_recon_rows: int = MOTO_RECON_ROWS,
     recovery_payments: int = RECOVERY_PAYMENTS,
+    moto_recovery_payments: int = MOTO_RECOVERY_PAYMENTS,
     recovery_samples: int = RECOVERY_SAMPLES,
     cold_samples: int = COLD_SAMPLES,
     artifact: bool = True,
@@ -1156,7 +1139,9 @@ def run(
             audit.append(audit_overhead(capture_cases, engine))
             cases += capture_cases
             with local_aws(settings):
-                cases += recovery_sweep(recovery_samples, recovery_payments)
+                cases += recovery_sweep(
+                    recovery_samples, min(recovery_payments, moto_recovery_payments) if moto else recovery_payments
+                )
             with local_aws(settings):
                 verify.append(audit_verify(verify_samples, engine, verify_entries))
             with local_aws(settings):
@@ -1436,6 +1421,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--recovery-payments", type=int, default=RECOVERY_PAYMENTS, help="payments the recovery sweep checks"
     )
+    parser.add_argument(
+        "--moto-recovery-payments",
+        type=int,
+        default=MOTO_RECOVERY_PAYMENTS,
+        help="at most this many payments swept on moto",
+    )
     parser.add_argument("--recovery-samples", type=int, default=RECOVERY_SAMPLES, help="recovery sweeps timed")
     parser.add_argument(
         "--cold-samples",
@@ -1461,7 +1452,8 @@ def main(argv: list[str] | None = None) -> int:
                  args.recon_rows, args.customer_samples, args.kms_creates, args.uncached_kms_creates,
                  args.verify_samples, args.verify_entries, args.moto_batch_samples,
                  moto_page_samples=args.moto_page_samples, moto_recon_rows=args.moto_recon_rows,
-                 recovery_payments=args.recovery_payments, recovery_samples=args.recovery_samples,
+                 recovery_payments=args.recovery_payments, moto_recovery_payments=args.moto_recovery_payments,
+                 recovery_samples=args.recovery_samples,
                  cold_samples=args.cold_samples, artifact=not args.no_artifact)  # fmt: skip
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "results.json").write_text(json.dumps(report, indent=2) + "\n")
