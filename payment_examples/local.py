@@ -15,6 +15,11 @@ like DynamoDB's, so benchmarks judge query speed on it, and it lacks transaction
 together, on every exit path above. dynalite has one account whatever the credentials, so ``local_accounts()``
 keeps the accounts' tables on the moto server, which separates accounts (``accounts.py``).
 
+On either engine ``local_aws()`` also makes, unless the settings give them, the fields' KMS key (on the moto
+server) with random field keys, a random audit checkpoint key, and the simulated card processor; all live as long
+as the engine. ``local_aws(jwt_secret=...)`` starts from the settings in force (the environment's, so
+``PAYMENT_ENGINE`` chooses the engine) with some fields replaced; ``LocalAWS.description`` says what runs.
+
 With a real endpoint or real AWS configured, ``local_aws()`` starts nothing and only ensures the tables exist.
 """
 
@@ -211,6 +216,14 @@ class DynaliteServer(ServerProcess):
 
 
 ENGINES: dict[str, type[ServerProcess]] = {"moto": MotoServer, "dynalite": DynaliteServer}
+
+
+ENGINE_LABELS = {"moto": "moto server", "dynalite": "dynalite"}  # short names for tables and charts
+
+
+def other_engine(engine: str) -> str:
+    """The embedded engine that is not ``engine`` (notebooks compare the one in force with the other)."""
+    return "dynalite" if engine == "moto" else "moto"
 
 
 DESCRIPTIONS = {  # what each engine runs, as notebooks print it

@@ -19,6 +19,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 from payment_examples.cli import main
 from payment_examples.clock import FixedClock
 from payment_examples.errors import ConfigurationError
+from payment_examples.local import DESCRIPTIONS
 from payment_examples.report_index import PNG_SIGNATURE, read_headline
 from payment_examples.reports import (
     NotebookRunError,
@@ -32,7 +33,11 @@ NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 RUN_AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
-def test_every_notebook_runs_with_ci_parameters(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ["moto", "dynalite"])
+def test_every_notebook_runs_with_ci_parameters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine: str) -> None:
+    # The kernels inherit the environment: PAYMENT_ENGINE makes every notebook's embedded engine this one (dynalite:
+    # DynamoDB on dynalite, S3/KMS/STS on a moto server beside it).
+    monkeypatch.setenv("PAYMENT_ENGINE", engine)
     run = run_notebooks(NOTEBOOKS, tmp_path, params_file=NOTEBOOKS / "params" / "ci.yaml", progress=False)
 
     sources = sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
@@ -50,6 +55,10 @@ def test_every_notebook_runs_with_ci_parameters(tmp_path: Path) -> None:
     assert not run.failures
     assert all(report.headline and report.headline.text for report in run.reports)
     assert run.index == tmp_path / "index.html" and run.index.is_file()
+    # ...and they ran on that engine (00 prints what its embedded engine runs)
+    started = nbformat.read(tmp_path / "00_getting_started.ipynb", as_version=4)
+    printed = "".join(o.get("text", "") for cell in started.cells if cell.cell_type == "code" for o in cell.outputs)
+    assert f"engine: {DESCRIPTIONS[engine]}" in printed
 
 
 # -- synthetic notebooks ---------------------------------------------------------------------------------------------
