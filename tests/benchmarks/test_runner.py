@@ -141,3 +141,8 @@ def test_runner_measures_every_case_on_both_engines_and_writes_the_report(tmp_pa
         assert markdown.count(f"\n| {engine} |") == 2 * n + 2 + 1 + 1 + colds + (engine in encrypted)
     assert "scaled per 1,000" in markdown and "## The Lambda artifact" in markdown
     assert "Not built: not requested" in markdown
+    # every case whose overhead is above the limit is listed, with what remains in it
+    assert f"## Overheads above {run.OVERHEAD_LIMIT:g}x" in markdown
+    for r in report["results"]:
+        if max(r["ratio_p50"], r["ratio_p95"]) > run.OVERHEAD_LIMIT:
+            assert f"\n| {r['case']} | {r['engine']} | {max(r['ratio_p50'], r['ratio_p95']):g}x | " in markdown
