@@ -1072,7 +1072,7 @@ def lambda_artifact() -> dict[str, Any]:
     largest = sorted(sizes.items(), key=lambda kv: -kv[1])[:10]
     shutil.rmtree(root / "build" / "wheels", ignore_errors=True)
     return {
-        "built": True, "platform": "manylinux2014_aarch64, CPython 3.11 (make lambda)", "build_s": round(build_s, 1),
+        "built": True, "platform": "manylinux2014_aarch64, CPython 3.11", "build_s": round(build_s, 1),
         "unzipped_bytes": total, "zipped_bytes": zipped_bytes,
         "largest": [{"name": name, "bytes": size} for name, size in largest],
         "limit_note": "Lambda's limits: 50 MB zipped for a direct upload, 250 MB unzipped (code and layers)",
@@ -1265,10 +1265,11 @@ def markdown(report: dict[str, Any]) -> str:
         lines += [
             "",
             "Audit overhead: `PaymentService().capture` minus `PaymentService(audited=False).capture`, each on fresh "
-            "authorized payments of its own, the two (and their raw baseline, in the table above) timed in turn. "
-            "The ratio is audited over unaudited. On moto every Query reads the whole table (it filters all the "
-            "table's items by partition key), so the head read costs more the more audit entries the run has "
-            "written before it; dynalite, like DynamoDB, reads only the item asked for.",
+            "authorized payments of its own, the two (and their raw baselines, in the table above) timed in turn. "
+            "The ratio is audited over unaudited. The calls counted show what the entry costs: one conditional "
+            "PutItem, without a head Query when the service appended the chain's previous entry itself (as here: it "
+            "authorized the payment); a service that did not reads the head first (one strongly consistent Query, "
+            "which on moto reads the whole table, so it costs more the more audit entries the run has written).",
         ]
     verify = report.get("verify", [])
     if verify:
@@ -1307,11 +1308,12 @@ def markdown(report: dict[str, Any]) -> str:
         ]
         lines += [
             "",
-            "Customer cases: the overhead is the encrypted call's p50 minus its raw baseline's (the same item with the "
-            "email in clear; the create's baseline writes the same audit entry, Query + PutItem, so its overhead is "
-            "the encryption's; the read's baseline writes no audit entry and decrypts nothing, so its overhead "
-            "includes the audit entry the read appends before decrypting). KMS calls are counted on fresh encryptors "
-            "for one merchant (the data-key cache is per merchant and purpose).",
+            "Customer cases (wherever the engine has a KMS key): the overhead is the encrypted call's p50 minus its "
+            "raw baseline's, which makes the same DynamoDB calls with the email in clear (the create: the same item's "
+            "conditional put and its first audit entry; the read: the consistent get and the decrypt entry's head "
+            "Query and put), so the overhead is the encryption's: KMS through the data-key cache, the binding "
+            "signature, the blind index, the decryption. KMS calls are counted on fresh encryptors for one merchant "
+            "(the data-key cache is per merchant and purpose).",
         ]
     cold = report.get("cold_starts", [])
     if cold:
