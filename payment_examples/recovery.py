@@ -124,7 +124,7 @@ def _missing_records(service: PaymentService, payments: list[Payment]) -> list[P
     # whole Transaction and audit entry models of every payment was most of the sweep's time.
     wanted = [transaction_id_for(p.id, p.version) for p in with_transition]
     found_transactions = {t.id for t in models.transaction.batch_get(wanted, attributes_to_get=["id"])}
-    suspects = {p.id for p in with_transition if transaction_id_for(p.id, p.version) not in found_transactions}
+    suspects = {p.id for p, key in zip(with_transition, wanted, strict=True) if key not in found_transactions}
     if service.audited:
         plain = [p for p in payments if p.transfer is None]
         keys = [(audit_entity(p.id), p.version) for p in plain]
