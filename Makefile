@@ -5,7 +5,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PIP_FLAGS := --quiet --disable-pip-version-check
 
-.PHONY: setup test lint reports lab local clean notebooks bench test-load lambda
+.PHONY: setup test test-fast lint reports lab local clean notebooks bench test-load lambda
+
+# pytest-xdist workers for `make test` (auto: one per core). Each worker has its own engine processes; a module's
+# tests (and a notebook's cells, which share one kernel) stay on one worker (--dist loadscope).
+TEST_WORKERS ?= auto
+REPORT_JOBS ?= 2
+LOAD_ENGINES ?= moto,dynalite
 
 setup: $(STAMP)
 
@@ -24,16 +30,25 @@ lint: setup
 	$(BIN)/ruff format --check payment_examples tests notebooks
 
 # Unit and integration tests, strict nbval over the committed notebooks, and a papermill run of every notebook
-# with the CI parameters (tests/notebooks). One pytest run, one summary line.
+# with the CI parameters (tests/notebooks). One pytest run, one summary line. The notebooks come first: the
+# longest groups start first, so no worker is left with one at the end.
 test: setup lint
-	$(BIN)/python -m pytest tests notebooks --nbval --nbval-sanitize-with notebooks/sanitize.cfg
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope notebooks tests \
+		--nbval --nbval-sanitize-with notebooks/sanitize.cfg
+
+# While working: tests/ but the tests marked slow (integration tests on the engine processes, the runs of real
+# notebooks, the benchmark runner, the unit tests that take seconds); no nbval. `make test` runs them all.
+test-fast: setup
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope tests -m "not slow"
 
 # The main job: run every notebook on the embedded engine into reports/ (executed .ipynb, .html, every chart as a
-# PNG, and reports/index.html, whose path it prints last). A failed notebook fails the target, naming the cell.
+# PNG, and reports/index.html, whose path it prints last), REPORT_JOBS at a time (each with its own kernel and
+# engine; a line per notebook as it ends, with its duration, and the total at the end). A failed notebook fails
+# the target, naming the cell.
 # SCENARIOS=notebooks/params/scenarios.yaml also renders that file's notebook once per scenario, with a comparison
 # chart (reports/scenarios/).
 reports: setup
-	$(BIN)/payment-examples reports --params notebooks/params/report.yaml --output reports \
+	$(BIN)/payment-examples reports --params notebooks/params/report.yaml --output reports --jobs $(REPORT_JOBS) \
 		$(if $(SCENARIOS),--scenarios $(SCENARIOS))
 
 # Performance against the brief's targets on moto and dynalite, next to raw boto3 (writes tests/benchmarks/).
@@ -43,7 +58,7 @@ bench: setup
 # The load test on moto and dynalite: 10,000 payments with a card from 16 threads and a storm of 1,000 keys x 8
 # copies; exact counts (exit 1 on a mismatch), writes tests/load/RESULTS.md and results.json.
 test-load: setup
-	$(BIN)/python -m tests.load.run
+	$(BIN)/python -m tests.load.run --engines $(LOAD_ENGINES)
 
 # The Lambda code artifact for template.yaml (CodeUri: build/lambda): the package and its runtime dependencies
 # only, as binary wheels for the functions' platform (arm64, Python 3.11). Then: sam deploy --guided.
@@ -69,4 +84,5 @@ clean:
 # parameter cell). Commit the result; `make test` checks it with strict nbval.
 notebooks: setup
 	$(BIN)/ruff format notebooks
-	$(BIN)/jupyter nbconvert --to notebook --execute --inplace notebooks/*.ipynb
+	$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+		--ExecutePreprocessor.kernel_manager_class=payment_examples.kernels.AsyncIpcKernelManager notebooks/*.ipynb

@@ -76,16 +76,19 @@ def _create_tables(args: argparse.Namespace) -> int:
 
 
 def _reports(args: argparse.Namespace) -> int:
-    from payment_examples.reports import run_notebooks
+    from payment_examples.reports import duration, run_notebooks
 
     run = run_notebooks(
         args.notebooks, args.output, params_file=args.params, html=not args.no_html,
-        scenarios_file=args.scenarios, raise_on_failure=False,
+        scenarios_file=args.scenarios, raise_on_failure=False, jobs=args.jobs,
     )  # fmt: skip
     for failed in run.failed:
         partial = f" (partial output: {failed.html or failed.notebook})" if failed.notebook else ""
         print(f"payment-examples: notebook failed: {failed.failure}{partial}", file=sys.stderr)
-    print(f"{len(run.reports)} notebooks, {len(run.scenarios)} scenario runs, {len(run.failures)} failed")
+    print(
+        f"{len(run.reports)} notebooks, {len(run.scenarios)} scenario runs, {len(run.failures)} failed, "
+        f"in {duration(run.seconds)} ({run.jobs} at a time)"
+    )
     print(run.index)
     return 1 if run.failures else 0
 
@@ -317,6 +320,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     reports.add_argument("--params", default=None, help="YAML file of parameters (top level: all notebooks)")
     reports.add_argument("--no-html", action="store_true", help="write executed notebooks only")
     reports.add_argument("--scenarios", default=None, help="YAML file: one notebook rendered once per scenario")
+    reports.add_argument(
+        "--jobs", type=int, default=1, help="notebooks run at a time, each with its own kernel and engine (default: 1)"
+    )
     reports.set_defaults(run=_reports)
 
     cost = commands.add_parser(

@@ -108,8 +108,9 @@ def write_figures(nb: Any, folder: Path) -> tuple[Path, ...]:
 def read_headline(nb: Any, notebook: str) -> Headline | None:
     """The outputs of the first code cell tagged ``headline``; None if there is none or it has no output.
 
-    The text is the ``text/plain`` of its non-image outputs, else its stdout. A bad ``application/json`` shape
-    (see the README: ``{"values": {label: number}, "breakdown": {item: number}}``) is a ConfigurationError."""
+    The text is what the cell printed (its stdout: the sentence that answers the notebook's question), else the
+    ``text/plain`` of its non-image outputs. A bad ``application/json`` shape (see the README:
+    ``{"values": {label: number}, "breakdown": {item: number}}``) is a ConfigurationError."""
     cell = next(
         (c for c in nb.cells if c.cell_type == "code" and HEADLINE_TAG in c.metadata.get("tags", [])),
         None,
@@ -119,7 +120,7 @@ def read_headline(nb: Any, notebook: str) -> Headline | None:
     bundles = [o["data"] for o in cell.outputs if "data" in o and "image/png" not in o["data"]]
     plain = [b["text/plain"] for b in bundles if "text/plain" in b]
     stdout = [o.text for o in cell.outputs if o.output_type == "stream" and o.name == "stdout"]
-    text = "\n".join(plain) if plain else "".join(stdout)
+    text = "".join(stdout) if stdout else "\n".join(plain)
     data = next((b["application/json"] for b in bundles if "application/json" in b), None)
     if data is None:
         return Headline(text.strip())
@@ -210,6 +211,7 @@ h1 { margin-bottom: .2rem; } .meta { color: #555; margin-top: 0; }
 .card h2, .card h3 { font-size: 1.05rem; margin: 0 0 .5rem; }
 .status { font-weight: 600; } .status.ok { color: #1e7d32; } .status.failed { color: #c0392b; }
 pre { background: #f6f8fa; padding: .5rem; overflow-x: auto; font-size: 12px; }
+.headline { font-size: 1rem; font-weight: 600; margin: 0 0 .4rem; white-space: pre-line; overflow-wrap: anywhere; }
 .figures img { max-width: 100%; max-height: 9rem; border: 1px solid #ddd; margin: .2rem .2rem 0 0; }
 table { border-collapse: collapse; font-size: 13px; } td, th { border: 1px solid #ddd; padding: .2rem .5rem; }
 th { background: #f0f0f0; text-align: left; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
@@ -271,9 +273,11 @@ def write_index(
     comparison: Path | None = None,
     title: str = "payment_examples: notebook reports",
     benchmarks: Path | None = BENCHMARKS,
+    jobs: int = 1,
 ) -> Path:
     """Write ``output/index.html``: run date (UTC), one card per notebook, the scenarios' section, and a link to
-    the latest benchmark report (``benchmarks``: the folder of `make bench`'s RESULTS.md, rendered beside it)."""
+    the latest benchmark report (``benchmarks``: the folder of `make bench`'s RESULTS.md, rendered beside it).
+    ``jobs`` > 1 says that many notebooks ran at a time, so their timings shared the machine."""
     failed = sum(not r.ok for r in [*reports, *scenarios])
     status = f"{failed} failed" if failed else "all ran"
     parts = [
@@ -281,7 +285,7 @@ def write_index(
         f"<style>{_CSS}</style></head><body>",
         f"<h1>{_e(title)}</h1>",
         f'<p class="meta">Run at {_e(run_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"))} UTC &middot; '
-        f"{len(reports)} notebooks, {len(scenarios)} scenario runs, {status}</p>",
+        f"{len(reports)} notebooks, {len(scenarios)} scenario runs, {status}{_shared(jobs)}</p>",
         _benchmarks_section(output, write_benchmarks(output, benchmarks) if benchmarks is not None else None),
         '<section class="cards">',
         *(_card(output, report) for report in reports),
@@ -293,6 +297,12 @@ def write_index(
     target = output / "index.html"
     target.write_text("\n".join(parts), encoding="utf-8")
     return target
+
+
+def _shared(jobs: int) -> str:
+    if jobs <= 1:
+        return ""
+    return f" &middot; {jobs} notebooks ran at a time: each one's timings shared the machine with another's"
 
 
 def _benchmarks_section(output: Path, report: BenchmarkReport | None) -> str:
@@ -314,7 +324,7 @@ def _card(output: Path, report: NotebookReport) -> str:
         status = f'<p class="status failed">FAILED: {_e(str(report.failure))}</p>'
     else:
         status = '<p class="status ok">ran without errors</p>'
-    headline = f'<pre class="headline">{_e(report.headline.text)}</pre>' if report.headline else ""
+    headline = f'<p class="headline">{_e(report.headline.text)}</p>' if report.headline else ""
     thumbnails = "".join(
         f'<a href="{_href(output, png)}"><img src="{_href(output, png)}" alt="{_e(report.name)} figure {n}"></a>'
         for n, png in enumerate(report.figures, start=1)
@@ -325,8 +335,8 @@ def _card(output: Path, report: NotebookReport) -> str:
         if path
     )
     return (
-        f'<article class="card {"ok" if report.ok else "failed"}" id="{_e(report.name)}"><h2>{title}</h2>{status}'
-        f'{headline}<div class="figures">{thumbnails}</div>{_parameters(report.parameters)}<p>{links}</p></article>'
+        f'<article class="card {"ok" if report.ok else "failed"}" id="{_e(report.name)}"><h2>{title}</h2>{headline}'
+        f'{status}<div class="figures">{thumbnails}</div>{_parameters(report.parameters)}<p>{links}</p></article>'
     )
 
 

@@ -7,9 +7,12 @@ raises ``NotebookRunError`` (or, with ``raise_on_failure=False``, reports it in 
 
 from __future__ import annotations
 
+import multiprocessing
 import re
 import sys
+import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +52,8 @@ class ReportRun:
     comparison: Path | None
     index: Path
     written: list[Path]
+    seconds: float = 0.0  # the whole run, wall clock
+    jobs: int = 1  # notebooks run at a time
 
     @property
     def failed(self) -> list[NotebookReport]:
@@ -168,11 +173,17 @@ def run_notebooks(
     clock: Clock | None = None,
     progress: bool = True,
     raise_on_failure: bool = True,
+    jobs: int = 1,
 ) -> ReportRun:
     """Execute each ``*.ipynb`` in ``notebooks`` into ``output`` with papermill (and the scenarios' notebook once
-    per scenario into ``output/scenarios``), write the PNGs, HTML and ``output/index.html``."""
-    from tqdm import tqdm
+    per scenario into ``output/scenarios``), write the PNGs, HTML and ``output/index.html``.
 
+    ``jobs`` notebooks run at a time, each in a process of its own with its own kernel and engine (the index says
+    how many shared the machine: their timings did). ``progress`` prints a line to stderr as each one starts and
+    ends, with its duration."""
+    if jobs < 1:
+        raise ConfigurationError(f"jobs must be at least 1, got {jobs}")
+    started = time.perf_counter()
     run_at = (clock or SystemClock()).now()
     source_dir, output_dir = Path(notebooks).resolve(), Path(output).resolve()
     if output_dir == source_dir:
@@ -183,23 +194,64 @@ def run_notebooks(
     params = load_params(params_file)
     scenarios = load_scenarios(scenarios_file) if scenarios_file is not None else None
     check_parameters(sources, params, scenarios, origin=str(params_file or "parameters"))
-    jobs = _jobs(sources, params, scenarios, output_dir)
+    jobs_list = _jobs(sources, params, scenarios, output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    reports: list[NotebookReport] = []
-    with tqdm(jobs, unit="notebook", file=sys.stderr, disable=not progress) as bar:
-        for job in bar:
-            bar.set_description_str(job.name)
-            reports.append(_run(job, source_dir, html=html))
+    say = _progress_printer(len(jobs_list), enabled=progress)
+    workers = min(jobs, len(jobs_list))
+    say(f"running {len(jobs_list)} notebook(s), {workers} at a time, into {output_dir}")
+    if workers == 1:
+        results = []
+        for job in jobs_list:
+            say(f"{job.name}: running")
+            results.append(say.done(_timed_run(job, source_dir, html)))
+    else:
+        # spawn, not fork: each worker starts clean (no copy of this process's threads, sockets or engines)
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_timed_run, job, source_dir, html) for job in jobs_list]
+            for future in as_completed(futures):
+                say.done(future.result())
+            results = [future.result() for future in futures]  # in job order, whichever ended first
+    reports = [report for report, _ in results]
     regular = [r for r in reports if r.scenario is None]
     scenario_reports = [r for r in reports if r.scenario is not None]
     chart = _comparison_chart(scenarios, scenario_reports, output_dir / "scenarios") if scenarios else None
-    index = write_index(output_dir, regular, run_at=run_at, scenarios=scenario_reports, comparison=chart)
+    index = write_index(output_dir, regular, run_at=run_at, scenarios=scenario_reports, comparison=chart, jobs=workers)
     written = [p for r in reports for p in (r.notebook, r.html, *r.figures) if p]
     written += [chart, index] if chart else [index]
-    run = ReportRun(regular, scenario_reports, chart, index, written)
+    run = ReportRun(regular, scenario_reports, chart, index, written, time.perf_counter() - started, workers)
     if run.failures and raise_on_failure:
         raise NotebookRunError(run)
     return run
+
+
+def duration(seconds: float) -> str:
+    """``"42 s"``, ``"3 min 05 s"``: how long a notebook or a whole run took, for people."""
+    whole = round(seconds)
+    return f"{whole} s" if whole < 60 else f"{whole // 60} min {whole % 60:02d} s"
+
+
+class _progress_printer:  # noqa: N801 (used like a function: say("..."), say.done(result))
+    """One line per event on stderr: a notebook starts, a notebook ends (with its duration and the count so far)."""
+
+    def __init__(self, total: int, *, enabled: bool) -> None:
+        self.total, self.finished, self.enabled = total, 0, enabled
+
+    def __call__(self, line: str) -> None:
+        if self.enabled:
+            print(f"payment-examples reports: {line}", file=sys.stderr, flush=True)
+
+    def done(self, result: tuple[NotebookReport, float]) -> tuple[NotebookReport, float]:
+        report, seconds = result
+        self.finished += 1
+        state = "ran" if report.ok else "FAILED"
+        self(f"{report.name}: {state} in {duration(seconds)} ({self.finished}/{self.total} done)")
+        return result
+
+
+def _timed_run(job: _Job, cwd: Path, html: bool) -> tuple[NotebookReport, float]:
+    started = time.perf_counter()
+    report = _run(job, cwd, html=html)
+    return report, time.perf_counter() - started
 
 
 def _jobs(
@@ -232,6 +284,8 @@ def _run(job: _Job, cwd: Path, *, html: bool) -> NotebookReport:
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    from payment_examples.kernels import AsyncIpcKernelManager
+
     target = job.folder / f"{job.name}.ipynb"
     target.unlink(missing_ok=True)
     target.with_suffix(".html").unlink(missing_ok=True)
@@ -245,6 +299,7 @@ def _run(job: _Job, cwd: Path, *, html: bool) -> NotebookReport:
             cwd=str(cwd),
             progress_bar=False,
             kernel_name="python3",
+            kernel_manager_class=AsyncIpcKernelManager,  # over IPC: no TCP port, no unencrypted-TCP warning
         )
     except PapermillExecutionError as error:
         first_line = next(iter(error.source.strip().splitlines()), "")

@@ -3,6 +3,12 @@
 * ``aws`` (moto in-process, via ``mock_aws``): fast, single-threaded tests. Never use it for concurrency.
 * ``engine`` (a local server process, one per engine per test session: the moto server, then dynalite with a moto
   server beside it for S3, KMS and STS): anything with threads.
+
+Engine roles (README, "Engine roles"): a test using ``engine`` runs on both engines, the DynamoDB contract suite
+(conditional writes, races, pages and their 1 MB ends, limits and validation, the engines' own start and stop). A
+module marked ``pytest.mark.flow`` exercises the rest of the flow (the processor, reconciliation from S3, killed
+workers and recovery, the load run) and runs on the moto server alone, the only engine with the whole flow
+(DynamoDB Streams, transactions, S3, KMS, STS); ``make test-load`` still runs its 10,000 payments on both.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ for _name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "PAYMENT_USE_AWS"
     os.environ.pop(_name, None)
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
+ENGINES = ["moto", "dynalite"]
+FLOW_ENGINE = "moto"
 _prefixes = itertools.count()
 
 
@@ -61,7 +69,15 @@ def service(models: BoundModels, clock: SteppingClock) -> PaymentService:
     return PaymentService(models=models, clock=clock)
 
 
-@pytest.fixture(scope="session", params=["moto", "dynalite"])
+@pytest.hookimpl(tryfirst=True)  # before the fixtures plugin applies engine_session's params
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test marked ``flow`` that uses an engine gets the flow engine only (an explicit parametrize of
+    ``engine_session`` takes precedence over the fixture's own params)."""
+    if "engine_session" in metafunc.fixturenames and metafunc.definition.get_closest_marker("flow"):
+        metafunc.definition.add_marker(pytest.mark.parametrize("engine_session", [FLOW_ENGINE], indirect=True))
+
+
+@pytest.fixture(scope="session", params=ENGINES)
 def engine_session(request: pytest.FixtureRequest) -> Iterator[Settings]:
     """One engine for the whole session per parameter: every concurrency test runs on the local moto server (the
     project's embedded engine) and again on dynalite (a second, independent DynamoDB), whose S3, KMS and STS are a

@@ -9,6 +9,8 @@ import pytest
 
 from tests.benchmarks import run
 
+pytestmark = pytest.mark.slow  # engine processes, threads, subprocesses: make test runs it, make test-fast does not
+
 
 def test_runner_measures_every_case_on_both_engines_and_writes_the_report(tmp_path: Path) -> None:
     args = ["--samples", "3", "--payments", "70", "--batch-samples", "3", "--batch-size", "40", "--recon-rows", "60"]

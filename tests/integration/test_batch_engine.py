@@ -23,6 +23,8 @@ from payment_examples.errors import ConfigurationError
 from payment_examples.models import bind_models, payment_id_for
 from payment_examples.payments import CreateResult, PaymentService
 
+pytestmark = pytest.mark.slow  # engine processes, threads, subprocesses: make test runs it, make test-fast does not
+
 BO = BatchOutcome
 BASE_DELAY = 0.05
 MERCHANTS = ("m-a", "m-b", "m-c", "m-d")

@@ -1,4 +1,4 @@
-"""The checkout flow's invariants under random sequences, on the local server processes, moto and dynalite (a
+"""The checkout flow's invariants under random sequences, on the local moto server process, the flow engine (a
 Hypothesis stateful test: moto in-process is not thread-safe, and the servers are what the flow runs against
 elsewhere).
 
@@ -71,6 +71,9 @@ from payment_examples.recovery import recover
 from payment_examples.utils.idempotency import IN_PROGRESS, IdempotencyMiddleware
 from tests.api_events import HS_SECRET, api_event, token
 from tests.conftest import START
+
+# the rest of the flow: on the moto server alone (tests/conftest.py); engine processes: not in make test-fast
+pytestmark = [pytest.mark.flow, pytest.mark.slow]
 
 MERCHANT = "merchant-1"
 CARDS = (*sorted(APPROVING_METHODS) * 2, *sorted(DECLINING_METHODS))  # two approvals for every decline

@@ -14,6 +14,8 @@ from payment_examples.cost_workload import STEPS, measure_workload, model_units
 from payment_examples.local import local_aws
 from payment_examples.logs import log_level, logger
 
+pytestmark = pytest.mark.slow  # engine processes, threads, subprocesses: make test runs it, make test-fast does not
+
 
 def test_cost_as_json(capsys: pytest.CaptureFixture[str]) -> None:
     level = logger.log_level

@@ -11,6 +11,8 @@ from payment_examples.cli import main
 from payment_examples.config import Settings, get_settings, use_settings
 from payment_examples.local import local_aws
 
+pytestmark = pytest.mark.slow  # engine processes, threads, subprocesses: make test runs it, make test-fast does not
+
 
 def test_create_tables_creates_the_tables_and_the_kms_key_once(capsys: pytest.CaptureFixture[str]) -> None:
     with local_aws(Settings(table_prefix="cli-")):

@@ -1,4 +1,4 @@
-"""Failure modes on the local server processes (moto and dynalite): DynamoDB throttling and lost responses (botocore
+"""Failure modes on the local moto server process (the flow engine): DynamoDB throttling and lost responses (botocore
 ``before-send`` hooks: the request never leaves, or it lands and its answer is dropped), the engine unreachable (a
 fault-injecting TCP proxy, then a stopped server process), and a worker SIGKILLed at every step of
 create -> authorize -> capture, then ``recover``. The processor's ledger counts the charges."""
@@ -37,6 +37,9 @@ from payment_examples.utils.idempotency import IdempotencyMiddleware
 from tests.api_events import HS_SECRET, api_event, token
 from tests.integration import kill_worker
 from tests.ledger_counts import NOTHING, flow_counts
+
+# the rest of the flow: on the moto server alone (tests/conftest.py); engine processes: not in make test-fast
+pytestmark = [pytest.mark.flow, pytest.mark.slow]
 
 CARD = {"amount": 1250, "currency": "USD", "payment_method": "pm_card_visa"}
 

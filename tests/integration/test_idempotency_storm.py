@@ -7,9 +7,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+import pytest
+
 from payment_examples.config import Settings
 from payment_examples.errors import IdempotencyInProgressError
 from payment_examples.utils.idempotency import IdempotencyMiddleware
+
+pytestmark = pytest.mark.slow  # engine processes, threads, subprocesses: make test runs it, make test-fast does not
 
 THREADS = 50
 

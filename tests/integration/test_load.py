@@ -1,6 +1,7 @@
-"""The load runner on the local server processes (moto and dynalite): exact counts under concurrency, the duplicate
-storm, the counter itself, and the round trips of a create with a card and of its replay (operations and tables in
-order; timings are never asserted)."""
+"""The load runner on the local moto server process (the flow engine): exact counts under concurrency, the duplicate
+storm, the counter itself; and, on both engines (what a failed conditional write returns is DynamoDB's contract),
+the round trips of a create with a card and of its replay (operations and tables in order; timings are never
+asserted)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ from payment_examples.payments import PaymentService
 from payment_examples.processor import LocalProcessor
 from payment_examples.utils.idempotency import IdempotencyMiddleware
 
+pytestmark = pytest.mark.slow  # engine processes, threads, subprocesses: make test runs it, make test-fast does not
+
 CARD = {"amount": 1250, "currency": "USD", "payment_method": "pm_card_visa"}
 CONDITION_FAILED = "ConditionalCheckFailedException"
 
@@ -40,6 +43,7 @@ def card_engine(engine: Settings) -> Iterator[Settings]:
         yield settings
 
 
+@pytest.mark.flow  # the moto server alone (tests/conftest.py); make test-load runs both engines
 def test_load_counts_are_exact(card_engine: Settings) -> None:
     result = run_load(60, threads=8)
 
@@ -58,6 +62,7 @@ def test_load_counts_are_exact(card_engine: Settings) -> None:
     assert summary["engine"] == card_engine.engine
 
 
+@pytest.mark.flow  # the moto server alone (tests/conftest.py); make test-load runs both engines
 def test_duplicate_storm_charges_each_key_once(card_engine: Settings) -> None:
     result = run_load(40, threads=8, copies=8, seed=1)
 
@@ -70,6 +75,7 @@ def test_duplicate_storm_charges_each_key_once(card_engine: Settings) -> None:
     assert result.total_amount == result.charged_amount == 40 * 1250
 
 
+@pytest.mark.flow  # the moto server alone (tests/conftest.py); make test-load runs both engines
 def test_the_counter_sees_a_second_charge_for_one_key(card_engine: Settings) -> None:
     processor = LocalProcessor(settings=card_engine)
     assert run_load(5, threads=2, processor=processor).mismatches() == []
@@ -128,6 +134,7 @@ def test_round_trips_of_a_create_with_a_card_and_its_replay(card_engine: Setting
     assert sum(call["share"] for call in table["calls"]) + table["outside_calls_share"] == pytest.approx(1, abs=0.01)
 
 
+@pytest.mark.flow  # the moto server alone (tests/conftest.py); make test-load runs both engines
 def test_recording_stops_at_the_end_of_its_block(card_engine: Settings) -> None:
     service = PaymentService()
     handler = make_handler(service, IdempotencyMiddleware(), Checkout(service, LocalProcessor(settings=card_engine)))

@@ -18,6 +18,8 @@ from payment_examples.config import Settings, get_settings
 from payment_examples.errors import EngineError
 from payment_examples.local import MotoServer, ServerProcess, local_aws
 
+pytestmark = pytest.mark.slow  # engine processes, threads, subprocesses: make test runs it, make test-fast does not
+
 
 def _gone(pid: int, timeout: float = 10.0) -> bool:
     """True once ``pid`` no longer exists (or is a zombie nobody waits for)."""

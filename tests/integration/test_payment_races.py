@@ -6,11 +6,15 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from payment_examples.aws import dynamodb
 from payment_examples.config import Settings
 from payment_examples.errors import DuplicatePaymentError
 from payment_examples.models import bind_models
 from payment_examples.payments import PaymentService
+
+pytestmark = pytest.mark.slow  # engine processes, threads, subprocesses: make test runs it, make test-fast does not
 
 THREADS = 20
 

@@ -18,6 +18,8 @@ from payment_examples.pagination import get_merchant_payments, iter_merchant_pay
 from payment_examples.seed import seed_payments
 from tests.api_events import api_event
 
+pytestmark = pytest.mark.slow  # engine processes, threads, subprocesses: make test runs it, make test-fast does not
+
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
 
 

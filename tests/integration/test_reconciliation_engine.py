@@ -1,4 +1,4 @@
-"""Reconciliation with parallel workers, on the local moto server and on dynalite (moto in-process is not
+"""Reconciliation with parallel workers, on the local moto server, the flow engine (moto in-process is not
 thread-safe, so parallel claims are only proven here): the answer key holds with 8 workers, a crash in the middle
 of a parallel batch resumes to the same counts, and two invocations racing on one file do the work once."""
 
@@ -10,11 +10,16 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from payment_examples.config import Settings
 from payment_examples.models import bind_models
 from payment_examples.payments import PaymentService
 from payment_examples.reconciliation import LocalReportSink, LocalSource, Outcome, Reconciler, run_reconciliation
 from payment_examples.settlement_generator import SettlementScenario, create_scenario_payments, settlement_bytes
+
+# the rest of the flow: on the moto server alone (tests/conftest.py); engine processes: not in make test-fast
+pytestmark = [pytest.mark.flow, pytest.mark.slow]
 
 
 def _expected(scenario: SettlementScenario) -> dict[str, int]:

@@ -53,17 +53,20 @@ def _json(data: object, text: str = "the figure") -> nbformat.NotebookNode:
     return new_output("display_data", data={"application/json": data, "text/plain": text})
 
 
-def test_the_headline_is_the_text_plain_output_not_the_figure_nor_stdout() -> None:
-    result = new_output("execute_result", data={"text/plain": "p50 4.2 ms"}, execution_count=3)
-    cell = _headline_cell(_stdout("a log line\n"), result, _figure_output(_png(2)))
+def test_the_headline_is_the_printed_sentence_not_the_table_nor_the_figure() -> None:
+    table = new_output("execute_result", data={"text/plain": "   n  p50_ms\nop  5  4.2"}, execution_count=3)
+    cell = _headline_cell(
+        _stdout("Creating a payment takes "), _stdout("4.2 ms at p50.\n"), table, _figure_output(_png(2))
+    )
     notebook = new_notebook(cells=[new_code_cell("x = 1", outputs=[_stdout("not me")]), cell])
 
-    assert read_headline(notebook, "nb") == Headline("p50 4.2 ms")
+    assert read_headline(notebook, "nb") == Headline("Creating a payment takes 4.2 ms at p50.")
 
 
-def test_the_headline_falls_back_to_stdout_and_is_none_without_a_tagged_cell_or_output() -> None:
-    printed = new_notebook(cells=[_headline_cell(_stdout("rows/s 88\n"), _stdout("peak 148 KiB\n"))])
-    assert read_headline(printed, "nb") == Headline("rows/s 88\npeak 148 KiB")
+def test_the_headline_falls_back_to_text_plain_and_is_none_without_a_tagged_cell_or_output() -> None:
+    result = new_output("execute_result", data={"text/plain": "p50 4.2 ms"}, execution_count=3)
+    displayed = new_notebook(cells=[_headline_cell(result, _figure_output(_png(2)))])
+    assert read_headline(displayed, "nb") == Headline("p50 4.2 ms")
     assert read_headline(new_notebook(cells=[new_code_cell("x", outputs=[_stdout("1")])]), "nb") is None
     assert read_headline(new_notebook(cells=[_headline_cell()]), "nb") is None
 
@@ -167,6 +170,22 @@ def test_the_index_escapes_text_links_relative_paths_and_marks_failures(tmp_path
     assert '<a href="broken.html">HTML</a>' in page  # the partial output
     assert "2 notebooks, 0 scenario runs, 1 failed" in page
     assert 'id="scenarios"' not in page
+
+
+def test_each_card_leads_with_its_whole_headline_sentence(tmp_path: Path) -> None:
+    sentence = (
+        "One page of 50 captured payments from a merchant with 10,000 takes 32.8 ms at p50 on dynalite, 2.01x the "
+        "raw Query, and 281.9 ms on the moto server, which sorts the whole table for every query."
+    )
+    report = _report(tmp_path, "02_pagination", title="02 · Pagination", headline=Headline(sentence))
+
+    page = write_index(tmp_path, [report], run_at=datetime(2026, 1, 1, tzinfo=UTC)).read_text(encoding="utf-8")
+
+    # right under the title, whole, in a paragraph that wraps (not a <pre> box that clips at its width)
+    assert f'</a></h2><p class="headline">{sentence}</p><p class="status ok">' in page
+    css = page[page.index("<style>") : page.index("</style>")]
+    rule = css[css.index(".headline {") :].split("}")[0]
+    assert "white-space: pre;" not in rule and "nowrap" not in rule and "overflow: hidden" not in rule
 
 
 def _scenario(output: Path, name: str, headline: Headline | None, **fields: object) -> NotebookReport:

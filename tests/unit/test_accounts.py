@@ -358,6 +358,7 @@ def test_local_accounts_refuses_real_aws_and_account_ids_past_12_digits() -> Non
 # -- the local server processes (moto; dynalite + moto): threads, and the same account separation -----------------
 
 
+@pytest.mark.slow  # the engine processes: make test runs it, make test-fast does not
 def test_concurrent_callers_for_one_account_make_one_assume_role_call(engine: Settings) -> None:
     registry = local_accounts(settings=engine, create_tables=False)
     results: list[Settings] = []
@@ -377,6 +378,7 @@ def test_concurrent_callers_for_one_account_make_one_assume_role_call(engine: Se
     assert identity(registry, "account-a") == "111111111111"
 
 
+@pytest.mark.slow  # the engine processes: make test runs it, make test-fast does not
 def test_accounts_are_separate_on_the_local_server(engine: Settings, clock: SteppingClock) -> None:
     # The same table names in A, in B and in the default account. STS is the moto server's on both engines; dynalite
     # has one account whatever the credentials, so there the accounts' tables are on that moto server too.

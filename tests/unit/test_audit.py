@@ -281,6 +281,7 @@ def test_checkpoint_of_every_chain_and_kms_signatures(aws, models, clock) -> Non
 # -- concurrency (the local server process) ---------------------------------------------------------------------
 
 
+@pytest.mark.slow  # the engine processes: make test runs it, make test-fast does not
 def test_twenty_concurrent_appends_make_one_unbroken_chain(engine) -> None:
     tracker = AuditTracker(models=bind_models(engine))
     barrier = threading.Barrier(20)

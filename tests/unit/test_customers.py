@@ -171,6 +171,7 @@ def test_the_email_never_reaches_the_logs(customers) -> None:
     assert "customer created" in logged and "secret." not in logged
 
 
+@pytest.mark.slow  # seconds: make test runs it, make test-fast does not
 def test_1000_customer_writes_cost_at_most_one_kms_call_per_1000_messages(field_settings, clock) -> None:
     # The bound: one GenerateDataKey per merchant and purpose per 1,000 messages (the cache's message limit) or
     # per 5 minutes, whichever comes first; here one merchant, one purpose, 1,000 writes in well under 5 minutes.

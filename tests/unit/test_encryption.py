@@ -119,6 +119,7 @@ def test_after_a_key_rotation_old_values_still_decrypt_and_new_ones_use_the_new_
         encryptor(key, calls).decrypt(fresh, EMAIL)
 
 
+@pytest.mark.slow  # seconds: make test runs it, make test-fast does not
 def test_the_data_key_cache_turns_1000_writes_into_one_kms_call(kms) -> None:
     key, _ = kms
     cached, uncached = Counter(), Counter()

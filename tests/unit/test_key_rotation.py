@@ -48,6 +48,7 @@ class Crash(Exception):
     pass
 
 
+@pytest.mark.slow  # seconds: make test runs it, make test-fast does not
 def test_interrupted_then_resumed_then_idempotent(customers, population, rotated_settings, clock) -> None:
     service = CustomerService(rotated_settings, clock=clock, ids=SeededIds(5))
     seen = []

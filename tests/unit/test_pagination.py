@@ -146,6 +146,7 @@ def scenarios(draw):
 @hypothesis_settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 )
+@pytest.mark.slow  # seconds: make test runs it, make test-fast does not
 @given(scenario=scenarios())
 def test_walking_every_page_returns_each_match_exactly_once(settings: Settings, scenario) -> None:
     data, filters, limit, size_limit = scenario

@@ -69,6 +69,7 @@ def put(s3, key: str, body: bytes) -> str:
     return s3.head_object(Bucket=BUCKET, Key=key)["ETag"].strip('"')
 
 
+@pytest.mark.slow  # seconds: make test runs it, make test-fast does not
 def test_url_encoded_keys_several_records_and_a_missing_object(s3, handler, continued) -> None:
     scenario = SettlementScenario(rows=120, seed=2, discrepancy_rate=0.3)
     create_scenario_payments(scenario)
@@ -113,6 +114,7 @@ def test_a_bad_file_is_an_error_for_its_record_only(s3, handler, body, message) 
     assert files[1]["complete"] is True
 
 
+@pytest.mark.slow  # seconds: make test runs it, make test-fast does not
 def test_running_out_of_time_checkpoints_and_continues_with_the_same_event(s3, handler, continued) -> None:
     scenario = SettlementScenario(rows=250, seed=4, discrepancy_rate=0.2)
     create_scenario_payments(scenario)

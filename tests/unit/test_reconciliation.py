@@ -370,6 +370,7 @@ def _crash_in(monkeypatch, target, name: str, after: int):
     return make
 
 
+@pytest.mark.slow  # seconds: make test runs it, make test-fast does not
 def test_stops_and_crashes_resume_to_the_same_table_and_counts(tmp_path, aws, fixed_clock, monkeypatch) -> None:
     expected_state, expected_summary, _ = _scenario_run(tmp_path, "straight-", fixed_clock, [])
     assert expected_summary["rows"] == 200
@@ -439,6 +440,7 @@ def test_reconciler_arguments_are_checked(aws) -> None:
 # -- the answer key, and reports in S3 --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # seconds: make test runs it, make test-fast does not
 def test_a_generated_file_with_every_discrepancy_matches_its_answer_key(tmp_path, aws, fixed_clock) -> None:
     scenario = SettlementScenario(rows=400, seed=5, discrepancy_rate=0.4)
     create_scenario_payments(scenario)

@@ -176,6 +176,7 @@ def _peak_bytes(n: int) -> tuple[int, int]:
         tracemalloc.stop()
 
 
+@pytest.mark.slow  # seconds: make test runs it, make test-fast does not
 def test_memory_stays_flat_as_the_file_grows() -> None:
     small_rows, small_peak = _peak_bytes(10_000)
     large_rows, large_peak = _peak_bytes(100_000)

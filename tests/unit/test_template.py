@@ -204,6 +204,7 @@ def test_the_http_api_has_an_optional_jwt_authorizer_throttling_and_access_logs(
         assert parts[-2] == {"Ref": "PaymentsApi"} and parts[-1].startswith("/*/"), parts
 
 
+@pytest.mark.slow  # seconds: make test runs it, make test-fast does not
 def test_cfn_lint_accepts_the_template() -> None:
     from cfnlint.api import lint_all
 

@@ -288,6 +288,9 @@ def _run_reconcile() -> list[Call]:
         return recorder.calls
 
 
+# The module's fixture runs every handler's flows under a recording of its calls: seconds, not in make test-fast.
+pytestmark = pytest.mark.slow
+
 FLOWS = {"ProcessPaymentFunction": _run_process, "QueryPaymentsFunction": _run_query,
          "ReconcileFunction": _run_reconcile}  # fmt: skip
 
