@@ -192,8 +192,16 @@ def test_configured_endpoint_starts_nothing_and_only_creates_tables(engine_sessi
         assert "configured-payments" in [name for page in pages for name in page["TableNames"]]
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    # A shell that starts a job in the background hands it SIGINT ignored, and its children inherit that (Python
+    # keeps an inherited SIG_IGN); these tests are about what Ctrl-C does in a terminal, so the child gets the
+    # default disposition back whatever started pytest.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_cli_local_runs_in_the_foreground_until_interrupted() -> None:
-    cli = subprocess.Popen([sys.executable, "-m", "payment_examples.cli", "local"], stdout=subprocess.PIPE, text=True)
+    command = [sys.executable, "-m", "payment_examples.cli", "local"]
+    cli = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, preexec_fn=_ctrl_c_as_in_a_terminal)
     try:
         first = cli.stdout.readline()
         assert "embedded engine" in first and "http://127.0.0.1:" in first
@@ -213,7 +221,7 @@ def test_cli_local_runs_in_the_foreground_until_interrupted() -> None:
 def test_cli_local_on_dynalite_prints_both_endpoints_and_stops_both() -> None:
     env = {**os.environ, "PAYMENT_ENGINE": "dynalite"}
     command = [sys.executable, "-m", "payment_examples.cli", "local"]
-    cli = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
+    cli = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env, preexec_fn=_ctrl_c_as_in_a_terminal)
     try:
         lines: list[str] = []
         while len(lines) < 4:  # the engine's JSON log lines (dynalite "cannot enable TTL") come first
