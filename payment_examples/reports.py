@@ -196,7 +196,7 @@ def run_notebooks(
     check_parameters(sources, params, scenarios, origin=str(params_file or "parameters"))
     jobs_list = _jobs(sources, params, scenarios, output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    say = _progress_printer(len(jobs_list), enabled=progress)
+    say = _Progress(len(jobs_list), enabled=progress)
     workers = min(jobs, len(jobs_list))
     say(f"running {len(jobs_list)} notebook(s), {workers} at a time, into {output_dir}")
     if workers == 1:
@@ -230,7 +230,7 @@ def duration(seconds: float) -> str:
     return f"{whole} s" if whole < 60 else f"{whole // 60} min {whole % 60:02d} s"
 
 
-class _progress_printer:  # noqa: N801 (used like a function: say("..."), say.done(result))
+class _Progress:
     """One line per event on stderr: a notebook starts, a notebook ends (with its duration and the count so far)."""
 
     def __init__(self, total: int, *, enabled: bool) -> None:
