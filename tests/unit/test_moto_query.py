@@ -1,0 +1,162 @@
+"""The moto server's partition query answers every Query exactly as moto's own does, without sorting the table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+from moto.dynamodb.models.table import Table
+
+from payment_examples import moto_query
+
+REGION = "us-east-1"
+
+
+def _tables(client: Any) -> None:
+    client.create_table(
+        TableName="chains",
+        KeySchema=[{"AttributeName": "entity", "KeyType": "HASH"}, {"AttributeName": "seq", "KeyType": "RANGE"}],
+        AttributeDefinitions=[
+            {"AttributeName": "entity", "AttributeType": "S"},
+            {"AttributeName": "seq", "AttributeType": "N"},
+            {"AttributeName": "actor", "AttributeType": "S"},
+        ],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": "by_actor",
+                "KeySchema": [
+                    {"AttributeName": "actor", "KeyType": "HASH"},
+                    {"AttributeName": "seq", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    client.create_table(
+        TableName="payments",
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    for entity in ("payment#a", "payment#b", "payment#c"):
+        for seq in (5, 1, 12, 3, 2, 40, 7):  # written out of order: the answer must be sorted by the range key
+            client.put_item(
+                TableName="chains",
+                Item={
+                    "entity": {"S": entity}, "seq": {"N": str(seq)}, "actor": {"S": f"actor-{seq % 3}"},
+                    "big": {"S": "x" * 200_000},  # 7 of these exceed a 1 MB page
+                },
+            )  # fmt: skip
+    for pid in ("p-2", "p-1", "p-3"):
+        client.put_item(TableName="payments", Item={"id": {"S": pid}, "amount": {"N": "100"}})
+
+
+def _on(entity: str, condition: str = "", values: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    """A Query on one chain (``entity``), with more key condition, values and request fields."""
+    return {
+        "TableName": "chains", "KeyConditionExpression": "entity = :e" + condition,
+        "ExpressionAttributeValues": {":e": {"S": entity}, **(values or {})}, **extra,
+    }  # fmt: skip
+
+
+QUERIES: list[dict[str, Any]] = [
+    _on("payment#b"),
+    _on("payment#b", ScanIndexForward=False, Limit=1, ProjectionExpression="seq"),
+    _on("payment#a", " AND seq BETWEEN :lo AND :hi", {":lo": {"N": "2"}, ":hi": {"N": "12"}}),
+    _on("payment#c", "", {":x": {"S": "actor-1"}}, FilterExpression="actor = :x"),
+    _on("payment#a", Limit=2, ExclusiveStartKey={"entity": {"S": "payment#a"}, "seq": {"N": "3"}}),
+    _on("none"),
+    {
+        "TableName": "chains", "IndexName": "by_actor", "KeyConditionExpression": "actor = :x",
+        "ExpressionAttributeValues": {":x": {"S": "actor-2"}},
+    },
+    {"TableName": "payments", "KeyConditionExpression": "id = :i", "ExpressionAttributeValues": {":i": {"S": "p-1"}}},
+    {"TableName": "payments", "KeyConditionExpression": "id = :i", "ExpressionAttributeValues": {":i": {"S": "p-9"}}},
+]  # fmt: skip
+
+
+def _answers(client: Any) -> list[dict[str, Any]]:
+    answers = []
+    for query in QUERIES:
+        pages, request = [], dict(query)
+        while True:  # every page, to the end
+            response = client.query(**request)
+            response.pop("ResponseMetadata")
+            pages.append(response)
+            if "LastEvaluatedKey" not in response:
+                break
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        answers.append({"query": query, "pages": pages})
+    return answers
+
+
+@pytest.fixture
+def restored_query(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Table, "query", Table.query)  # whatever install() does is undone after the test
+
+
+def test_every_query_answers_as_moto_does(restored_query: None) -> None:
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name=REGION)
+        _tables(client)
+        before = _answers(client)
+        moto_query.install()
+        after = _answers(client)
+    assert after == before
+    assert len(before[0]["pages"]) == 2  # the 1 MB page end is moto's, kept: 7 items of 200 KB need two pages
+    assert [item["seq"]["N"] for page in before[0]["pages"] for item in page["Items"]] == [
+        "1", "2", "3", "5", "7", "12", "40"
+    ]  # fmt: skip
+
+
+def test_reads_only_the_queried_partition(restored_query: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name=REGION)
+        _tables(client)
+        moto_query.install()
+        sorted_table = []
+        original = Table.all_items
+        monkeypatch.setattr(Table, "all_items", lambda self: sorted_table.append(self.name) or original(self))
+        client.query(**QUERIES[0])
+        client.query(**QUERIES[5])  # a key with no items: nothing sorted, and no empty partition left behind
+        assert sorted_table == []
+        table = next(t for t in _backend_tables() if t.name == "chains")
+        assert len(table.items) == 3
+        client.query(**QUERIES[6])  # an index: moto's scan of the table, as before
+        assert sorted_table == ["chains"]
+
+
+def _backend_tables() -> list[Table]:
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.dynamodb.models import dynamodb_backends
+
+    return list(dynamodb_backends[DEFAULT_ACCOUNT_ID][REGION].tables.values())
+
+
+def test_install_is_idempotent(restored_query: None) -> None:
+    moto_query.install()
+    wrapped = Table.query
+    moto_query.install()
+    assert Table.query is wrapped
+    assert Table.query.reads_one_partition
+
+
+def test_the_moto_server_child_installs_it(restored_query: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    import werkzeug.serving
+
+    from payment_examples import local
+
+    class Started(Exception):
+        pass
+
+    def make_server(*args: Any, **kwargs: Any) -> None:
+        raise Started
+
+    monkeypatch.setattr(werkzeug.serving, "make_server", make_server)
+    assert not getattr(Table.query, "reads_one_partition", False)
+    with pytest.raises(Started):
+        local.serve()
+    assert Table.query.reads_one_partition
