@@ -12,6 +12,10 @@ the table's own key (no ``index_name``), ``all_items()`` yields just the items s
 key. Everything else moto's query does (the range-key sort, the limit, the 1 MB page, the start key, filters,
 projections, consumed counts) runs unchanged on those candidates, so the answer is the same; a query on an
 index keeps moto's scan of the table (an index has no partitions of its own in moto).
+
+``all_items()`` itself (an index query's candidates, and every Scan) sorts by the same keys as moto but computes
+each key once (``DynamoType.cast_value``, which moto's own comparisons use) instead of in every comparison:
+the same items in the same order (the sort is stable and a table's key types are fixed by its schema).
 """
 
 from __future__ import annotations
@@ -54,7 +58,28 @@ def _by_partition(query: Any) -> Any:
     return partition_query
 
 
+def _item_key(item: Any) -> Any:
+    # moto's sort key, (hash, range) or hash, as the values its DynamoType comparisons compare
+    return (item.hash_key.cast_value, item.range_key.cast_value) if item.range_key else item.hash_key.cast_value
+
+
+def _all_items_sorted_once(table: Table) -> list[Any]:
+    items: list[Any] = []
+    for stored in table.items.values():
+        if table.range_key_attr:
+            items.extend(stored.values())
+        else:
+            items.append(stored)
+    return sorted(items, key=_item_key)
+
+
+_all_items_sorted_once.keys_computed_once = True  # type: ignore[attr-defined]
+
+
 def install() -> None:
-    """Make base-table queries read one partition (idempotent; for the moto server process)."""
+    """Make base-table queries read one partition and the table sort compute each key once (idempotent; for the
+    moto server process)."""
     if not getattr(Table.query, "reads_one_partition", False):
         Table.query = _by_partition(Table.query)  # type: ignore[method-assign]
+    if not getattr(Table.all_items, "keys_computed_once", False):
+        Table.all_items = _all_items_sorted_once  # type: ignore[method-assign]

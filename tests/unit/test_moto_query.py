@@ -50,6 +50,18 @@ def _tables(client: Any) -> None:
                     "big": {"S": "x" * 200_000},  # 7 of these exceed a 1 MB page
                 },
             )  # fmt: skip
+    client.create_table(
+        TableName="ledger",
+        KeySchema=[{"AttributeName": "n", "KeyType": "HASH"}, {"AttributeName": "at", "KeyType": "RANGE"}],
+        AttributeDefinitions=[
+            {"AttributeName": "n", "AttributeType": "N"},
+            {"AttributeName": "at", "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    for n in ("10", "9", "1.5", "-3", "100"):  # numbers sort as numbers, not as strings
+        for at in ("b", "a", "c"):
+            client.put_item(TableName="ledger", Item={"n": {"N": n}, "at": {"S": at}})
     for pid in ("p-2", "p-1", "p-3"):
         client.put_item(TableName="payments", Item={"id": {"S": pid}, "amount": {"N": "100"}})
 
@@ -90,12 +102,23 @@ def _answers(client: Any) -> list[dict[str, Any]]:
                 break
             request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
         answers.append({"query": query, "pages": pages})
+    for table in ("chains", "payments", "ledger"):  # a Scan is in moto's table order: all_items()
+        pages, request = [], {"TableName": table, "Limit": 4}
+        while True:
+            response = client.scan(**request)
+            response.pop("ResponseMetadata")
+            pages.append(response)
+            if "LastEvaluatedKey" not in response:
+                break
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        answers.append({"scan": table, "pages": pages})
     return answers
 
 
 @pytest.fixture
 def restored_query(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Table, "query", Table.query)  # whatever install() does is undone after the test
+    monkeypatch.setattr(Table, "all_items", Table.all_items)
 
 
 def test_every_query_answers_as_moto_does(restored_query: None) -> None:
@@ -110,6 +133,9 @@ def test_every_query_answers_as_moto_does(restored_query: None) -> None:
     assert [item["seq"]["N"] for page in before[0]["pages"] for item in page["Items"]] == [
         "1", "2", "3", "5", "7", "12", "40"
     ]  # fmt: skip
+    ledger = next(answer for answer in before if answer.get("scan") == "ledger")
+    keys = [(item["n"]["N"], item["at"]["S"]) for page in ledger["pages"] for item in page["Items"]]
+    assert keys[:4] == [("-3", "a"), ("-3", "b"), ("-3", "c"), ("1.5", "a")]
 
 
 def test_reads_only_the_queried_partition(restored_query: None, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -141,7 +167,7 @@ def test_install_is_idempotent(restored_query: None) -> None:
     wrapped = Table.query
     moto_query.install()
     assert Table.query is wrapped
-    assert Table.query.reads_one_partition
+    assert Table.query.reads_one_partition and Table.all_items.keys_computed_once
 
 
 def test_the_moto_server_child_installs_it(restored_query: None, monkeypatch: pytest.MonkeyPatch) -> None:
