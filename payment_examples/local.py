@@ -58,9 +58,9 @@ def serve(host: str = HOST, port: int = 0, *, watch_stdin: bool = False) -> None
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
     from werkzeug.serving import make_server
 
-    from payment_examples import moto_query
+    from payment_examples import moto_speedups
 
-    moto_query.install()  # a Query on a table's key reads its partition, not the whole table sorted
+    moto_speedups.install()  # what grows with the table in moto: a key Query, the table sort, a transaction
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log per request
     app = DomainDispatcherApplication(create_backend_app)
     server = make_server(host, port, app, threaded=False, processes=1)  # one request at a time

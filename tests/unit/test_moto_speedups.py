@@ -1,15 +1,18 @@
-"""The moto server's partition query answers every Query exactly as moto's own does, without sorting the table."""
+"""The moto server's speed-ups answer every Query, Scan and transaction exactly as moto's own code does."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import boto3
+import moto.dynamodb.models as dynamodb_models
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
+from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.table import Table
 
-from payment_examples import moto_query
+from payment_examples import moto_speedups
 
 REGION = "us-east-1"
 
@@ -119,6 +122,8 @@ def _answers(client: Any) -> list[dict[str, Any]]:
 def restored_query(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Table, "query", Table.query)  # whatever install() does is undone after the test
     monkeypatch.setattr(Table, "all_items", Table.all_items)
+    monkeypatch.setattr(DynamoDBBackend, "transact_write_items", DynamoDBBackend.transact_write_items)
+    monkeypatch.setattr(dynamodb_models, "copy", dynamodb_models.copy)
 
 
 def test_every_query_answers_as_moto_does(restored_query: None) -> None:
@@ -126,7 +131,7 @@ def test_every_query_answers_as_moto_does(restored_query: None) -> None:
         client = boto3.client("dynamodb", region_name=REGION)
         _tables(client)
         before = _answers(client)
-        moto_query.install()
+        moto_speedups.install()
         after = _answers(client)
     assert after == before
     assert len(before[0]["pages"]) == 2  # the 1 MB page end is moto's, kept: 7 items of 200 KB need two pages
@@ -142,7 +147,7 @@ def test_reads_only_the_queried_partition(restored_query: None, monkeypatch: pyt
     with mock_aws():
         client = boto3.client("dynamodb", region_name=REGION)
         _tables(client)
-        moto_query.install()
+        moto_speedups.install()
         sorted_table = []
         original = Table.all_items
         monkeypatch.setattr(Table, "all_items", lambda self: sorted_table.append(self.name) or original(self))
@@ -163,11 +168,12 @@ def _backend_tables() -> list[Table]:
 
 
 def test_install_is_idempotent(restored_query: None) -> None:
-    moto_query.install()
+    moto_speedups.install()
     wrapped = Table.query
-    moto_query.install()
+    moto_speedups.install()
     assert Table.query is wrapped
     assert Table.query.reads_one_partition and Table.all_items.keys_computed_once
+    assert DynamoDBBackend.transact_write_items.one_backup_per_table
 
 
 def test_the_moto_server_child_installs_it(restored_query: None, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -186,3 +192,63 @@ def test_the_moto_server_child_installs_it(restored_query: None, monkeypatch: py
     with pytest.raises(Started):
         local.serve()
     assert Table.query.reads_one_partition
+
+
+def _put(table: str, pid: str, amount: int, condition: str | None = None) -> dict[str, Any]:
+    put: dict[str, Any] = {"TableName": table, "Item": {"id": {"S": pid}, "amount": {"N": str(amount)}}}
+    if condition:
+        put["ConditionExpression"] = condition
+        put["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
+    return {"Put": put}
+
+
+def _transactions(client: Any) -> list[Any]:
+    """A committed transaction over two tables, then one cancelled by its last item: what each answered and left."""
+    for name in ("payments", "transactions"):
+        client.create_table(
+            TableName=name,
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+    outcomes: list[Any] = []
+    committed = [_put("payments", f"p-{n}", n) for n in range(6)] + [_put("transactions", "t-1", 1)]
+    outcomes.append(client.transact_write_items(TransactItems=committed)["ResponseMetadata"]["HTTPStatusCode"])
+    cancelled = [_put("payments", f"p-{n}", 100 + n) for n in range(6, 9)]  # new items, then changed ones
+    cancelled += [_put("payments", "p-1", 500), _put("transactions", "t-1", 9, "attribute_not_exists(id)")]
+    with pytest.raises(ClientError) as error:
+        client.transact_write_items(TransactItems=cancelled)
+    outcomes.append(error.value.response["Error"]["Code"])
+    outcomes.append(error.value.response.get("CancellationReasons"))
+    for name in ("payments", "transactions"):  # the cancelled one left nothing: every table as the first left it
+        outcomes.append(sorted((i["id"]["S"], i["amount"]["N"]) for i in client.scan(TableName=name)["Items"]))
+    return outcomes
+
+
+def test_transactions_commit_and_roll_back_as_in_moto(restored_query: None) -> None:
+    with mock_aws():
+        before = _transactions(boto3.client("dynamodb", region_name=REGION))
+    moto_speedups.install()
+    with mock_aws():
+        after = _transactions(boto3.client("dynamodb", region_name=REGION))
+    assert after == before
+    assert before[1] == "TransactionCanceledException"
+    assert before[3] == [(f"p-{n}", str(n)) for n in range(6)]
+
+
+def test_a_transaction_copies_each_table_once(restored_query: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    import copy
+
+    copied: list[str] = []
+    deepcopy = copy.deepcopy
+
+    def counting(value: Any, memo: Any = None) -> Any:
+        if isinstance(value, Table):
+            copied.append(value.name)
+        return deepcopy(value, memo)
+
+    moto_speedups.install()
+    monkeypatch.setattr(copy, "deepcopy", counting)
+    with mock_aws():
+        _transactions(boto3.client("dynamodb", region_name=REGION))
+    assert sorted(copied) == ["payments", "payments", "transactions", "transactions"]  # one per table per call
