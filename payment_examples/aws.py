@@ -29,10 +29,14 @@ def _client(service: str, settings: Settings) -> Any:
             aws_session_token=settings.aws_session_token,
             region_name=settings.region,
         )
+        options: dict[str, Any] = {"retries": {"mode": "standard", "max_attempts": 5}, "max_pool_connections": 64}
+        if service == "dynamodbstreams":
+            # The regional endpoint, not botocore's account-based one (which moto in-process does not answer).
+            options["account_id_endpoint_mode"] = "disabled"
         return session.client(
             service,
             endpoint_url=settings.endpoint_for(service),  # DynamoDB's, or the other services' (dynalite + moto)
-            config=Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=64),
+            config=Config(**options),
         )
 
 

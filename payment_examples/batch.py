@@ -47,7 +47,7 @@ from payment_examples.errors import (
     is_retryable,
 )
 from payment_examples.logs import logger
-from payment_examples.models import Payment, created_key, merchant_status_key, payment_id_for
+from payment_examples.models import Payment, TransitionAttribute, created_key, merchant_status_key, payment_id_for
 from payment_examples.money import currency_exponent, validate_amount
 from payment_examples.payments import MAX_DESCRIPTION_LENGTH, PaymentService
 from payment_examples.state_machine import PaymentStatus
@@ -183,6 +183,16 @@ def build_payment(request: BatchPaymentRequest, *, model: type[Payment], now: da
         updated_at=now,
         created_key=created_key(now, payment_id),
         merchant_status=merchant_status_key(request.merchant_id, PaymentStatus.PENDING),
+        transitions=[
+            TransitionAttribute(
+                type="create",
+                amount=request.amount,
+                actor=request.merchant_id,
+                to_status=PaymentStatus.PENDING.value,
+                at=now,
+                version=1,
+            )  # fmt: skip
+        ],
     )
 
 

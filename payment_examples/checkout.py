@@ -7,18 +7,24 @@ conditional write. A payment with a call recorded is therefore one whose answer 
 path that meets one (the client's retry, a capture, ``recover``) resolves it the same way: ask the processor what
 it did under that key (``find``), re-send under the same key only if it did nothing, then apply the answer.
 
-Round trips of a fresh create with a card (see notebook 07 for their measured share): the idempotency claim, the
-payment put (which also records the authorisation about to be sent), the ``create`` audit entry (no read: the chain
-is new), the processor, the payment update (authorized), its audit entry (no read: this service appended the one
-before), its Transaction, and the idempotency completion. A replay is the claim alone.
+The payment is also the request's idempotency record: a repeat of the create finds it (the failed put's ``ALL_OLD``
+image, one round trip). While the call recorded on it is within its lease the request that recorded it may still
+be waiting for the processor, so the repeat is answered 409 (``IdempotencyInProgressError``, with ``Retry-After``);
+a request that gives up (a processor timeout: 503) ends its lease, and a later repeat resolves the call.
+
+Round trips of a fresh create with a card (see notebook 07 for their measured share): the payment put (which also
+records the authorisation about to be sent), the processor, and the payment update (authorized, the call removed).
+Its Transaction and audit entries are projected from the table's stream (projection.py). A replay is one put.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from pynamodb.expressions.condition import Condition
@@ -26,8 +32,10 @@ from pynamodb.expressions.update import Action
 
 from payment_examples.clock import Clock
 from payment_examples.errors import (
+    IdempotencyInProgressError,
     IllegalTransitionError,
     PaymentExamplesError,
+    ProcessorTimeoutError,
     ProcessorUnavailableError,
     VersionConflictError,
 )
@@ -39,6 +47,9 @@ from payment_examples.state_machine import Balances, Operation, PaymentStatus, p
 from payment_examples.utils.idempotency import FinalError
 
 # Where a worker can stop (a crash, a kill): ``on_step`` is called after each; tests kill a real process there.
+# How long a request may wait for the processor before a repeat of it takes the call over (the process handler
+# passes the invocation's remaining time instead).
+DEFAULT_LEASE = timedelta(seconds=30)
 STEPS = ("created", "authorize-sent", "authorized", "capture-marked", "capture-sent", "captured")
 
 
@@ -73,6 +84,7 @@ class Checkout:
         processor: Processor,
         *,
         throttle_attempts: int = 4,
+        lease: timedelta = DEFAULT_LEASE,
         base_delay: float = 0.05,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
@@ -83,6 +95,9 @@ class Checkout:
         self.service = service
         self.processor = processor
         self.throttle_attempts = throttle_attempts
+        if lease <= timedelta(0):
+            raise ValueError("lease must be positive")
+        self.lease = lease
         self.base_delay = base_delay
         self._sleep = sleep
         self._rng = rng or random.Random()
@@ -108,15 +123,19 @@ class Checkout:
         metadata: dict[str, str] | None = None,
         actor: str | None = None,
         request_id: str | None = None,
+        lease: timedelta | None = None,
     ) -> CheckoutResult:
         """Create the payment and authorise it: ``authorized``, or ``PaymentDeclinedError`` (the payment is then
         ``failed``). A retry of the same request resolves an authorisation whose answer was lost (a timeout, a
-        crash) from the processor's record instead of sending it again."""
+        crash) from the processor's record instead of sending it again; a repeat while the first is still in flight
+        (within ``lease``, default the checkout's) is ``IdempotencyInProgressError``."""
         validate_payment_method(payment_method)
         payment_id = payment_id_for(merchant_id, idempotency_key)
+        now = self.clock.now()
         call = ProcessorCallAttribute(
-            operation=AUTHORIZE, key=processor_key(payment_id, AUTHORIZE), amount=amount, started_at=self.clock.now()
-        )
+            operation=AUTHORIZE, key=processor_key(payment_id, AUTHORIZE), amount=amount, started_at=now,
+            lease_until=now + (lease or self.lease),
+        )  # fmt: skip
         created = self.service.create_payment(
             merchant_id, idempotency_key, amount, currency, customer_id=customer_id, description=description,
             metadata=metadata, actor=actor, request_id=request_id, payment_method=payment_method,
@@ -125,10 +144,35 @@ class Checkout:
         payment = created.payment
         self._step("created", payment)
         charge = None
-        if payment.processor_call is not None:
-            payment, charge = self.resolve(payment, fresh=not created.replayed, request_id=request_id)
+        # Only the create's own authorisation is this request's business: a repeat that finds a later call recorded
+        # (a capture in flight or whose answer was lost) answers with the payment as it is.
+        if payment.processor_call is not None and payment.processor_call.operation == AUTHORIZE:
+            if created.replayed:
+                self._refuse_if_in_flight(payment.processor_call)
+            try:
+                payment, charge = self.resolve(payment, fresh=not created.replayed, request_id=request_id)
+            except (ProcessorUnavailableError, ProcessorTimeoutError):
+                self._end_lease(payment)  # the client's retry may resolve it now
+                raise
         _raise_if_declined(payment)
         return CheckoutResult(payment, created.replayed, charge)
+
+    def _refuse_if_in_flight(self, call: ProcessorCallAttribute) -> None:
+        """409 while the request that recorded ``call`` may still be waiting for the processor's answer."""
+        lease_until = call.lease_until
+        now = self.clock.now()
+        if lease_until is not None and lease_until > now:
+            raise IdempotencyInProgressError(max(1, math.ceil((lease_until - now).total_seconds())))
+
+    def _end_lease(self, payment: Payment) -> None:
+        """Give the call recorded on ``payment`` up to the next request (best effort: else the lease runs out)."""
+        call, Model = payment.processor_call, type(payment)
+        try:
+            ended = [Model.processor_call.lease_until.set(self.clock.now())]
+            update_unversioned(Model, payment.id, payment.version, ended, Model.processor_call.key == call.key)
+        except Exception as error:  # noqa: BLE001 (the lease expires by itself)
+            logger.warning("could not end a processor call's lease", payment_id=payment.id,
+                           error_type=type(error).__name__)  # fmt: skip
 
     # -- capture -----------------------------------------------------------------------------------------------
 

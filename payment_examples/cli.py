@@ -6,8 +6,13 @@ import argparse
 import sys
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from payment_examples.errors import PaymentExamplesError
+
+if TYPE_CHECKING:
+    from payment_examples.config import Settings
+    from payment_examples.consumer import Consumer
 
 
 def _bounded(convert: Callable[[str], float], what: str, low: float, high: float | None = None) -> Callable:
@@ -51,11 +56,34 @@ def _local(args: argparse.Namespace) -> int:
                 print("point other shells or notebooks at it with:")
                 print(f"  export AWS_ENDPOINT_URL_DYNAMODB={engine_endpoint} AWS_ENDPOINT_URL={services} {credentials}")
             print(f"tables created with prefix {settings.table_prefix!r}; Ctrl-C stops the engine", flush=True)
-            while True:
-                time.sleep(3600)
+            consumer = _background_consumer(settings)
+            try:
+                while True:
+                    time.sleep(3600)
+            finally:
+                if consumer is not None:
+                    consumer.stop()
     except KeyboardInterrupt:
         print("stopped", flush=True)
     return 0
+
+
+def _background_consumer(settings: Settings) -> Consumer | None:
+    """The payments stream's consumer on a background thread, where the engine has streams (the moto server)."""
+    from payment_examples.consumer import Consumer
+    from payment_examples.models import get_models
+    from payment_examples.stream import stream_arn
+
+    table = get_models(settings).payment.Meta.table_name
+    try:
+        stream_arn(table, settings)
+    except ValueError:
+        print("no DynamoDB Streams on this engine: Transactions and audit entries are not projected", flush=True)
+        return None
+    consumer = Consumer(settings)
+    consumer.start()
+    print("stream consumer running: Transactions and audit entries are projected as payments change", flush=True)
+    return consumer
 
 
 def _create_tables(args: argparse.Namespace) -> int:
@@ -178,8 +206,6 @@ def _recover(args: argparse.Namespace) -> int:
                      older_than=timedelta(seconds=args.older_than))  # fmt: skip
     for payment_id, operation, outcome in report.resolved_calls:
         print(f"resolved {operation} of payment {payment_id}: {outcome}")
-    for payment_id, what in report.repaired:
-        print(f"wrote the missing {what} of payment {payment_id}")
     print(report.summary())
     return 1 if any(outcome.startswith("error") for _, _, outcome in report.resolved_calls) else 0
 

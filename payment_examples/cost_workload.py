@@ -24,8 +24,9 @@ from typing import Any
 from payment_examples.auth import MERCHANT_CLAIM
 from payment_examples.aws import client as aws_client
 from payment_examples.aws import dynamodb
-from payment_examples.clock import Clock, SeededIds, SteppingClock
+from payment_examples.clock import Clock, SteppingClock
 from payment_examples.config import Settings, get_settings
+from payment_examples.consumer import Consumer
 from payment_examples.handlers.process import make_handler as make_process_handler
 from payment_examples.models import get_models
 from payment_examples.payments import PaymentService
@@ -34,10 +35,11 @@ from payment_examples.utils import capacity as rules
 from payment_examples.utils.capacity import item_storage_bytes
 from payment_examples.utils.capacity_tracker import CapacityTracker
 from payment_examples.utils.cost import WorkloadMetrics
-from payment_examples.utils.idempotency import IdempotencyMiddleware
 from payment_examples.utils.item_size import item_size
 
-STEPS = ("create", "authorize", "capture", "list", "refund", "reconcile")
+# "project": the stream's consumer writing every change's Transaction and audit entry (one drain at the end: in
+# Lambda it runs as records arrive, with the same writes).
+STEPS = ("create", "authorize", "capture", "list", "refund", "reconcile", "project")
 API_STEPS = frozenset({"create", "authorize", "capture", "list", "refund"})  # reconcile is triggered by S3
 BUCKET = "payment-examples-cost-workload"
 _S3_PUTS = frozenset({"PutObject", "CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload", "CopyObject"})
@@ -74,6 +76,7 @@ class WorkloadMeasurement:
     table_bytes: dict[str, int]  # table -> stored bytes (items + 100 B each)
     index_bytes: dict[str, int]  # table -> stored bytes of its index entries
     sizes: dict[str, int] = field(default_factory=dict)  # one payment's item sizes after each step (and audit entries)
+    stream_reads: int = 0  # GetRecords calls of the consumer (each a DynamoDB Streams read request unit)
 
     def total(self) -> StepUnits:
         total = StepUnits()
@@ -102,7 +105,7 @@ class WorkloadMeasurement:
         n = self.payments
         files_share = settlement_files_per_month / payments_per_month if payments_per_month else 0.0
         api = sum(u.invocations for s, u in self.steps.items() if s in API_STEPS) / n
-        invocations = api + self.steps["reconcile"].invocations * files_share
+        invocations = api + self.steps["reconcile"].invocations * files_share + self.steps["project"].invocations / n
         final_read = rules.read_units(self.sizes.get("payment.reconciled_capture", 0), "strong")
         s3 = {op: count for (service, op), count in self.requests.items() if service == "s3"}
         puts = sum(c for op, c in s3.items() if op in _S3_PUTS)
@@ -116,6 +119,7 @@ class WorkloadMeasurement:
             table_bytes_per_payment=sum(b for t, b in self.table_bytes.items() if not _per_file(t)) / n,
             index_bytes_per_payment=sum(b for t, b in self.index_bytes.items() if not _per_file(t)) / n,
             lambda_invocations_per_payment=invocations + reads_per_payment,
+            stream_reads_per_payment=self.stream_reads / n,
             lambda_ms_per_invocation=lambda_ms_per_invocation,
             api_requests_per_payment=api + reads_per_payment,
             s3_put_requests_per_payment=puts * files_share,
@@ -161,16 +165,12 @@ def measure_workload(
     sizes: dict[str, int] = {}
     with tracker:
         with tracker.step("create"):
-            process = make_process_handler(
-                service, IdempotencyMiddleware(settings=settings, clock=clock, ids=SeededIds(payments))
-            )
+            process = make_process_handler(service)
             created = [_create(process, i, merchants) for i in range(payments)]
             invocations["create"] = payments
         first = created[0][1]
         _snapshot(raw, models, sizes, "pending", first)
-        sizes["idempotency"] = _idempotency_size(raw, models)
         for step in ("authorize", "capture"):
-            # Each step arrives as other requests (another container: no chain head cached from the create).
             service = PaymentService(models=models, clock=clock)
             with tracker.step(step):
                 for merchant, payment_id, _ in created:
@@ -191,7 +191,12 @@ def measure_workload(
         _snapshot(raw, models, sizes, "reconciled_refund", first)
         if payments > 1:
             _snapshot(raw, models, sizes, "reconciled_capture", created[1][1])
+        with tracker.step("project"):  # the consumer, from one container: it knows the chain heads it wrote
+            consumer = Consumer(settings)
+            stats = consumer.drain()
+            invocations["project"], stream_reads = stats.invocations, consumer.poller.reads
         for _, payment_id, _ in created[:2]:
+            _snapshot_projection(raw, models, sizes, payment_id)
             _audit_sizes(raw, models, sizes, payment_id)
     steps = {}
     for step in STEPS:
@@ -203,12 +208,7 @@ def measure_workload(
     for (_, service_name, operation), count in tracker.requests.items():
         requests[(service_name, operation)] += count
     table_bytes, index_bytes = stored_bytes(raw, tracker, models)
-    return WorkloadMeasurement(payments, steps, requests, table_bytes, index_bytes, sizes)
-
-
-def _idempotency_size(raw: Any, models: Any) -> int:
-    page = raw.scan(TableName=models.idempotency.Meta.table_name, Limit=1, ConsistentRead=True)
-    return item_size(page["Items"][0], typed=True)
+    return WorkloadMeasurement(payments, steps, requests, table_bytes, index_bytes, sizes, stream_reads)
 
 
 def _untracked_dynamodb(settings: Settings) -> Any:
@@ -320,18 +320,21 @@ def stored_bytes(raw: Any, tracker: CapacityTracker, models: Any) -> tuple[dict[
 
 
 def _snapshot(raw: Any, models: Any, sizes: dict[str, int], label: str, payment_id: str) -> None:
-    """Record the size of one payment (and its latest Transaction) as stored now, by an untracked read."""
+    """Record the size of one payment as stored now, by an untracked read."""
     item = raw.get_item(TableName=models.payment.Meta.table_name, Key={"id": {"S": payment_id}}, ConsistentRead=True)
-    payment = item["Item"]
-    sizes[f"payment.{label}"] = item_size(payment, typed=True)
-    version = int(payment["version"]["N"])
-    if version > 1:
-        from payment_examples.payments import transaction_id_for
+    sizes[f"payment.{label}"] = item_size(item["Item"], typed=True)
 
-        key = {"id": {"S": transaction_id_for(payment_id, version)}}
-        found = raw.get_item(TableName=models.transaction.Meta.table_name, Key=key, ConsistentRead=True).get("Item")
-        if found is not None:
-            sizes[f"transaction.{label}"] = item_size(found, typed=True)
+
+def _snapshot_projection(raw: Any, models: Any, sizes: dict[str, int], payment_id: str) -> None:
+    """Record the sizes of the payment's projected Transactions (``transaction.<type>``) and audit entries."""
+    pages = raw.get_paginator("query").paginate(
+        TableName=models.transaction.Meta.table_name, IndexName="by-payment",
+        KeyConditionExpression="payment_id = :p", ExpressionAttributeValues={":p": {"S": payment_id}},
+    )  # fmt: skip
+    for page in pages:
+        for transaction in page["Items"]:
+            sizes.setdefault(f"transaction.{transaction['type']['S']}", item_size(transaction, typed=True))
+    _audit_sizes(raw, models, sizes, payment_id)
 
 
 def _audit_sizes(raw: Any, models: Any, sizes: dict[str, int], payment_id: str) -> None:
@@ -367,45 +370,34 @@ def model_units(
     refunded_size = sizes["payment.refund"]
     audit = {action: sizes[f"audit.{action}"] for action in ("create", "authorize", "capture", "refund")}
 
-    # Every create and transition appends an entry to the payment's audit trail (PaymentService._audit): the
-    # entry's put conditional on its sequence number being free (the item does not exist yet, so the entry's own
-    # size). A transition first reads the chain's head, a strongly consistent Query (Limit 1) of the previous
-    # entry; a create knows its chain is new and reads nothing (nor does a transition made by the service that
-    # appended the entry before it, as in checkout.py's create-and-authorise; the steps here arrive as separate
-    # requests, so they read). The audit table has no index.
-    def audited(head: int | None, entry: int) -> StepUnits:
-        return StepUnits(0 if head is None else rules.query_units([head], "strong"), w(entry))
-
-    # A transition: a strong read of the payment, a conditional update (the larger of before and after), the
-    # created index rewritten (same key) and the status index moved (new key: a delete and a put), then the audit
-    # entry, then the Transaction put and its by-payment index entry. After the first transition, the previous
-    # Transaction is checked with an eventually consistent read (PaymentService._ensure_recorded).
-    def transition(before: int, after: int, transaction: int, first: bool, entry: StepUnits) -> StepUnits:
-        index = w(max(before, after)) + w(before) + w(after) + w(transaction)
-        payment = StepUnits(
-            r(before, "strong") + (0 if first else r(transaction)), w(max(before, after)) + w(transaction), index
-        )
-        return payment + entry
+    # A transition: a strong read of the payment, then ONE conditional update (the larger of before and after)
+    # that also records the change; the created index rewritten (same key) and the status index moved (new key: a
+    # delete and a put). Its Transaction and audit entry are the consumer's ("project").
+    def transition(before: int, after: int) -> StepUnits:
+        return StepUnits(r(before, "strong"), w(max(before, after)), w(max(before, after)) + w(before) + w(after))
 
     refunds = len(range(0, payments, refund_every))
-    # create: the idempotency claim (a put), the payment (a put into both merchant indexes), the first audit
-    # entry, the completion (an update of the claim to the stored response)
-    create = StepUnits(0, w(sizes["idempotency"]) + w(pending) + w(sizes["idempotency"]), 2 * w(pending))
-    create += audited(None, audit["create"])
-    authorize = transition(
-        pending, authorized, sizes["transaction.authorize"], True, audited(audit["create"], audit["authorize"])
-    )
-    capture = transition(
-        authorized, captured, sizes["transaction.capture"], False, audited(audit["authorize"], audit["capture"])
-    )
-    refund = transition(
-        captured, refunded_size, sizes["transaction.refund"], False, audited(audit["capture"], audit["refund"])
-    )
+    # create: ONE put of the payment (its own idempotency record), into both merchant indexes
+    create = StepUnits(0, w(pending), 2 * w(pending))
+    authorize = transition(pending, authorized)
+    capture = transition(authorized, captured)
+    refund = transition(captured, refunded_size)
+
+    # project: per change, the Transaction (a conditional put, and its by-payment index entry; not for the create)
+    # and the audit entry (a conditional put; the audit table has no index). One consumer container wrote every
+    # entry, so it knew each chain's head: no head read (a create's chain is new; a redelivery would read it).
+    def projected(transaction: int | None, entry: int) -> StepUnits:
+        return StepUnits(0, w(entry) + (w(transaction) if transaction else 0), w(transaction) if transaction else 0)
+
+    project = projected(None, audit["create"]).scaled(payments)
+    for step, count in (("authorize", payments), ("capture", payments), ("refund", refunds)):
+        project += projected(sizes[f"transaction.{step}"], audit[step]).scaled(count)
     steps = {
         "create": create.scaled(payments),
         "authorize": authorize.scaled(payments),
         "capture": capture.scaled(payments),
         "refund": refund.scaled(refunds),
+        "project": project,
     }
     # list: each merchant's payments (all captured then) page by page; a page reads up to page_size + 1 items
     list_read = 0.0

@@ -174,7 +174,6 @@ def run_load(
     from payment_examples.handlers.process import make_handler
     from payment_examples.payments import PaymentService
     from payment_examples.processor import LocalProcessor
-    from payment_examples.utils.idempotency import IdempotencyMiddleware
 
     if n_payments < 1 or threads < 1 or copies < 1:
         raise ValueError("n_payments, threads and copies must be at least 1")
@@ -185,7 +184,7 @@ def run_load(
         processor.ledger.create_table(wait=True)
     if handler is None:
         service = PaymentService(models=get_models(settings))
-        handler = make_handler(service, IdempotencyMiddleware(settings=settings), Checkout(service, processor))
+        handler = make_handler(service, Checkout(service, processor))
 
     keys = load_keys(n_payments, seed)
     body = {"amount": amount, "currency": currency, "payment_method": payment_method}

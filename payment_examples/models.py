@@ -81,6 +81,11 @@ def merchant_status_key(merchant_id: str, status: str) -> str:
 class _UnboundMeta:
     table_name: str | None = None  # set by bind_models
     billing_mode = "PAY_PER_REQUEST"
+    stream_view_type: str | None = None  # a table whose changes are projected (projection.py) has a stream
+
+
+# Both images in each record: the consumer diffs them for the audit entry, and sees a delete's last state.
+NEW_AND_OLD_IMAGES = "NEW_AND_OLD_IMAGES"
 
 
 class MerchantCreatedIndex(GlobalSecondaryIndex):
@@ -102,15 +107,30 @@ class MerchantStatusIndex(GlobalSecondaryIndex):
 
 
 class TransitionAttribute(MapAttribute):
-    """What produced the payment's current version; the matching Transaction is rebuilt from it on replay."""
+    """One change of the payment, written in the same conditional write as the change itself: everything its audit
+    entry and Transaction are made of (projection.py builds both from the table's stream). ``version`` is the
+    payment version it produced, so it links the entry into the payment's chain (entry ``v<n>`` follows
+    ``v<n-1>``). Stored under short names: the payment keeps its last few (``Payment.transitions``), and DynamoDB
+    bills attribute names by the byte on every write."""
 
-    type = UnicodeAttribute()
-    amount = NumberAttribute()
-    actor = UnicodeAttribute()
-    from_status = UnicodeAttribute()
-    to_status = UnicodeAttribute()
+    type = UnicodeAttribute(attr_name="t")  # create, authorize, capture, refund, void, fail, chargeback
+    amount = NumberAttribute(attr_name="a")
+    actor = UnicodeAttribute(attr_name="by")
+    from_status = UnicodeAttribute(attr_name="f", null=True)  # None for the create
+    to_status = UnicodeAttribute(attr_name="s")
     at = UTCDateTimeAttribute()
-    reason = UnicodeAttribute(null=True)
+    reason = UnicodeAttribute(attr_name="r", null=True)
+    version = NumberAttribute(attr_name="v")
+    request_id = UnicodeAttribute(attr_name="rq", null=True)
+    detail = MapAttribute(attr_name="d", null=True)  # string -> string: processor reference, settlement row...
+    # The create's own put, told apart from a concurrent duplicate's: a random token, so a put whose answer was lost
+    # (the SDK's retry then fails its condition) is recognised as ours, not answered as a replay.
+    write_token = UnicodeAttribute(attr_name="w", null=True)
+
+
+# How many of its latest changes a payment keeps (``Payment.transitions``): what lets the stream's consumer
+# rebuild transitions whose records it never saw (a consumer stopped past the stream's 24 hours, projection.py).
+HISTORY_LIMIT = 8
 
 
 class SettlementAttribute(MapAttribute):
@@ -146,11 +166,15 @@ class ProcessorCallAttribute(MapAttribute):
     key = UnicodeAttribute()  # the idempotency key sent to the processor
     amount = NumberAttribute()
     started_at = UTCDateTimeAttribute()
+    # Until when the request that recorded it may still apply the answer: a repeat of the request before then is
+    # answered 409 (in flight); after it, or once that request gave up (it sets this to its end), it resolves it.
+    lease_until = UTCDateTimeAttribute(null=True)
 
 
 class Payment(Model):
     class Meta(_UnboundMeta):
         base_name = "payments"
+        stream_view_type = NEW_AND_OLD_IMAGES
 
     id = UnicodeAttribute(hash_key=True)
     merchant_id = UnicodeAttribute()
@@ -167,7 +191,8 @@ class Payment(Model):
     updated_at = UTCDateTimeAttribute()
     created_key = UnicodeAttribute()
     merchant_status = UnicodeAttribute()
-    last_transition = TransitionAttribute(null=True)
+    # The latest changes, oldest first, at most HISTORY_LIMIT; the last one produced the current version.
+    transitions = ListAttribute(of=TransitionAttribute, null=True)
     # Reconciliation: the latest matched/applied settlement row, and which file and line first reported each
     # settlement event ("<status>#<processor reference>" -> {file_id, line, outcome, detail}). The second is how a
     # run recognises a duplicate row, or a row it already handled before a crash, without keeping rows in memory.
@@ -179,6 +204,15 @@ class Payment(Model):
     processor_call = ProcessorCallAttribute(null=True)
     processor_reference = UnicodeAttribute(null=True)
     version = VersionAttribute()
+
+    @property
+    def last_transition(self) -> TransitionAttribute | None:
+        """The change that produced the current version (None on an item written without one)."""
+        return self.transitions[-1] if self.transitions else None
+
+    def transition_at(self, version: int) -> TransitionAttribute | None:
+        """The kept change that produced ``version``, if the payment still holds it."""
+        return next((t for t in self.transitions or () if int(t.version) == version), None)
 
     @property
     def live(self) -> bool:
@@ -488,6 +522,7 @@ def _bind(definition: type[Model], settings: Settings, shared: _SharedClient | N
             "region": settings.region,
             "host": settings.endpoint_url,
             "billing_mode": "PAY_PER_REQUEST",
+            **({"stream_view_type": definition.Meta.stream_view_type} if definition.Meta.stream_view_type else {}),
             "aws_access_key_id": settings.aws_access_key_id,
             "aws_secret_access_key": settings.aws_secret_access_key,
             "aws_session_token": settings.aws_session_token,

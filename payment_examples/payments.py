@@ -1,5 +1,12 @@
 """Domain operations on payments: create (idempotent per merchant), read (merchant-scoped) and the transitions
-authorize / capture / refund / void / fail, each guarded by optimistic locking and recorded as a Transaction.
+authorize / capture / refund / void / fail / chargeback, each ONE conditional write of the payment.
+
+The payment item is the commit point of every change and carries its record: ``Payment.transitions`` keeps the
+change that produced each of its last versions (who, why, the request id, the amount and its detail). Transactions
+and the hash-chained audit trail are projections of the table's stream (projection.py, the consumer in
+handlers/stream.py), so a change is never half-written and nothing on the request path repairs anything. Reads
+say what they read: ``transactions`` the projection, completed from the payment itself for versions the consumer
+has not projected yet.
 
 Hot paths use single conditional writes, never ``TransactWriteItems`` (twice the write units on DynamoDB, and on
 moto its cost grows with all the data held).
@@ -7,17 +14,17 @@ moto its cost grows with all the data held).
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
+from botocore.exceptions import ClientError
+from pynamodb.exceptions import DoesNotExist, UpdateError
 from pynamodb.expressions.condition import And, Condition
 from pynamodb.expressions.update import Action
 
-from payment_examples.clock import Clock, SystemClock
+from payment_examples.clock import Clock, IdFactory, RandomIds, SystemClock
 from payment_examples.config import Settings
 from payment_examples.errors import (
     CONDITIONAL_CHECK_FAILED,
@@ -31,8 +38,8 @@ from payment_examples.errors import (
 )
 from payment_examples.logs import logger
 from payment_examples.models import (
+    HISTORY_LIMIT,
     TRANSFER_LIVE,
-    AuditEntry,
     BoundModels,
     Payment,
     ProcessorCallAttribute,
@@ -45,12 +52,14 @@ from payment_examples.models import (
     transaction_id_for,
 )
 from payment_examples.money import currency_exponent, validate_amount
+from payment_examples.projection import AUDITED_FIELDS, audit_entity
 from payment_examples.state_machine import Balances, Operation, PaymentStatus, plan_transition
-from payment_examples.utils.audit import UNREAD, AuditRecord, AuditTracker
+from payment_examples.utils.audit import AuditRecord, AuditTracker
 from payment_examples.validation import identifier, optional_text
 from payment_examples.validation import metadata as validate_metadata
 
 MAX_DESCRIPTION_LENGTH = 500
+__all__ = ["AUDITED_FIELDS", "CreateResult", "PaymentService", "TransactionView", "audit_entity"]
 
 
 # What another pattern commits atomically with a transition (same UpdateItem): given the payment as read, extra
@@ -64,6 +73,44 @@ class CreateResult:
     replayed: bool  # True when the (merchant, idempotency key) pair had already created this payment
 
 
+@dataclass(frozen=True)
+class TransactionView:
+    """One transition of a payment as ``PaymentService.transactions`` reads it. ``source``: "projection" (the
+    Transactions table, written by the stream's consumer) or "payment" (the payment's own record of a change the
+    consumer has not projected yet: a read right after a write sees the write)."""
+
+    id: str
+    payment_id: str
+    payment_version: int
+    type: str
+    amount: int
+    currency: str
+    actor: str
+    from_status: str | None
+    to_status: str
+    processed_at: datetime
+    reason: str | None
+    source: str
+
+    @classmethod
+    def projected(cls, item: Transaction) -> TransactionView:
+        entry = item.audit_trail[0] if item.audit_trail else None
+        return cls(
+            item.id, item.payment_id, int(item.payment_version), item.type, int(item.amount), item.currency,
+            entry.actor if entry else "", entry.from_status if entry else None, entry.to_status if entry else "",
+            item.processed_at, entry.detail if entry else None, "projection",
+        )  # fmt: skip
+
+    @classmethod
+    def from_payment(cls, payment: Payment, transition: TransitionAttribute) -> TransactionView:
+        version = int(transition.version)
+        return cls(
+            transaction_id_for(payment.id, version), payment.id, version, transition.type, int(transition.amount),
+            payment.currency, transition.actor, transition.from_status, transition.to_status, transition.at,
+            transition.reason, "payment",
+        )  # fmt: skip
+
+
 def _details(payment: Payment) -> tuple:
     """What a repeat of the same create request must match (everything the client sent)."""
     metadata = payment.metadata.as_dict() if payment.metadata is not None else None
@@ -71,17 +118,8 @@ def _details(payment: Payment) -> tuple:
             payment.customer_id, payment.description, metadata or None, payment.payment_method)  # fmt: skip
 
 
-# What a payment's audit entries show and diff (utils/audit.py shows only its allow-list of these values).
-AUDITED_FIELDS = ("status", "amount", "currency", "captured_amount", "refunded_amount", "merchant_id",
-                  "customer_id", "description", "metadata")  # fmt: skip
-
-
-def audit_entity(payment_id: str) -> str:
-    return f"payment#{payment_id}"
-
-
 def audit_snapshot(payment: Payment) -> dict:
-    """The payment's audited fields as plain values (the audit tracker diffs two of these)."""
+    """The payment's audited fields as plain values (what an audit entry diffs)."""
     values = {name: getattr(payment, name) for name in AUDITED_FIELDS}
     if values["metadata"] is not None:
         values["metadata"] = values["metadata"].as_dict()
@@ -118,7 +156,9 @@ def update_unversioned(
 ) -> None:
     """A conditional ``UpdateItem`` that leaves the payment's version as it is (Transaction ids are derived from
     versions, so only transitions bump it), conditional on that version instead: ``VersionConflictError`` when the
-    payment changed since it was read or ``condition`` does not hold."""
+    payment changed since it was read or ``condition`` does not hold. Only for bookkeeping that is not a change of
+    the payment (the processor call in flight, the settlement rows seen): the stream's consumer records nothing
+    for it (projection.BOOKKEEPING)."""
     try:
         Model._get_connection().update_item(
             payment_id, actions=actions, condition=all_of(Model.version == version, condition)
@@ -127,6 +167,36 @@ def update_unversioned(
         if error_code(error) == CONDITIONAL_CHECK_FAILED:
             raise VersionConflictError(payment_id, version) from None
         raise
+
+
+def put_new(payment: Payment) -> Payment | None:
+    """Put ``payment`` if its id is free: None when it was written, else the stored payment, from the failed put's
+    ``ALL_OLD`` image (one round trip; an engine that returns no image, dynalite, costs a consistent read)."""
+    Model = type(payment)
+    connection = Model._get_connection().connection
+    try:
+        connection.client.put_item(
+            TableName=Model.Meta.table_name,
+            Item=payment.serialize(),
+            ConditionExpression="attribute_not_exists(#id)",
+            ExpressionAttributeNames={"#id": "id"},
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        )
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") != CONDITIONAL_CHECK_FAILED:
+            raise
+        item = error.response.get("Item")
+        if item is None:
+            return Model.get(payment.id, consistent_read=True)
+        return Model.from_raw_data(item)
+    return None
+
+
+def _own_create(existing: Payment, ours: Payment) -> bool:
+    """Whether ``existing`` is the item ``ours`` put (its create's write token): a concurrent duplicate with the
+    same details, even at the same instant, carries another token."""
+    first = existing.transitions[0] if existing.transitions else None
+    return first is not None and first.version == 1 and first.write_token == ours.transitions[0].write_token
 
 
 def recorded(head: AuditRecord | None, version: int) -> bool:
@@ -140,35 +210,21 @@ def transfer_in_detail(payment: Payment) -> dict[str, str | int]:
     return {"source_account": payment.transfer.peer_account, "source_version": int(payment.transfer.source_version)}
 
 
-class _HeadCache:
-    """The audit entries this service appended last, per chain (bounded, thread-safe): the known head of the
-    payment's next transition when the same container makes it (a guess: a wrong one costs a retry, never a fork)."""
+def kept_history(payment: Payment, change: TransitionAttribute) -> list[TransitionAttribute]:
+    """The payment's kept changes with ``change`` appended, the oldest dropped beyond ``HISTORY_LIMIT``."""
+    return [*(payment.transitions or [])[-(HISTORY_LIMIT - 1) :], change]
 
-    def __init__(self, size: int = 1024) -> None:
-        self._entries: OrderedDict[str, AuditRecord] = OrderedDict()
-        self._size = size
-        self._lock = threading.Lock()
 
-    def get(self, entity: str, version: int) -> AuditRecord | object:
-        with self._lock:
-            record = self._entries.get(entity)
-        if record is None or record.event_id != f"v{version}":
-            return UNREAD
-        return record
-
-    def put(self, entity: str, record: AuditRecord) -> None:
-        with self._lock:
-            self._entries[entity] = record
-            self._entries.move_to_end(entity)
-            while len(self._entries) > self._size:
-                self._entries.popitem(last=False)
+def _detail(values: Mapping[str, Any] | None) -> dict[str, str] | None:
+    """A change's detail as stored: strings (the audit entry shows them as they are)."""
+    return {str(k): str(v) for k, v in values.items()} if values else None
 
 
 class PaymentService:
     """Payment operations. Models (hence tables and endpoint), clock and audit tracker are injectable; by default
     the models bound to the settings in force at call time are used, so ``local_aws()`` redirects a service built
-    earlier. Every create and transition is appended to the payment's hash-chained audit trail (``audit``);
-    ``audited=False`` turns that off (the benchmarks compare the two)."""
+    earlier. Every create and transition is one conditional write of the payment that also records the change;
+    the stream's consumer projects Transactions and the audit trail (``audit``, read-only here) from it."""
 
     def __init__(
         self,
@@ -177,14 +233,13 @@ class PaymentService:
         settings: Settings | None = None,
         clock: Clock | None = None,
         audit: AuditTracker | None = None,
-        audited: bool = True,
+        ids: IdFactory | None = None,
     ) -> None:
         self._models = models
         self._settings = settings
         self.clock = clock or SystemClock()
+        self.ids = ids or RandomIds()  # the creates' write tokens (seeded ids make a notebook's items reproducible)
         self.audit = audit or AuditTracker(models=models, settings=settings, clock=self.clock)
-        self.audited = audited
-        self._heads = _HeadCache()
 
     @property
     def models(self) -> BoundModels:
@@ -211,10 +266,11 @@ class PaymentService:
 
         The payment id is derived from the pair, so ONE conditional put (``attribute_not_exists`` on the id) is the
         uniqueness guarantee, also under concurrency. A repeat with the same details returns the stored payment
-        (``replayed=True``); a repeat with different details raises ``DuplicatePaymentError``. The payment's audit
-        trail starts with a ``create`` entry by ``actor`` (default: the merchant); a replay writes it if a crash
-        had left it unwritten. ``payment_method`` and ``processor_call`` (checkout.py): the card to authorise and
-        the authorisation about to be sent, written in the same put.
+        (``replayed=True``, answered from the failed put's ``ALL_OLD`` image: still one round trip); a repeat with
+        different details raises ``DuplicatePaymentError``. The put records the change (``create`` by ``actor``,
+        default: the merchant) that the stream's consumer makes the first audit entry of. ``payment_method`` and
+        ``processor_call`` (checkout.py): the card to authorise and the authorisation about to be sent, written in
+        the same put.
         """
         identifier("merchant_id", merchant_id)
         identifier("idempotency_key", idempotency_key)
@@ -249,35 +305,35 @@ class PaymentService:
             merchant_status=merchant_status_key(merchant_id, PaymentStatus.PENDING),
             payment_method=payment_method,
             processor_call=processor_call,
+            transitions=[
+                TransitionAttribute(
+                    type="create",
+                    amount=amount,
+                    actor=actor,
+                    to_status=PaymentStatus.PENDING.value,
+                    at=now,
+                    version=1,
+                    request_id=request_id,
+                    write_token=self.ids.new_id().replace("-", "")[:16],
+                )  # fmt: skip
+            ],
+            version=1,
         )
-        try:
-            payment.save(condition=Model.id.does_not_exist())
-        except PutError as error:
-            if error_code(error) != CONDITIONAL_CHECK_FAILED:
-                raise
-        else:
+        existing = put_new(payment)
+        if existing is not None and _own_create(existing, payment):
+            existing = None  # our own put landed and only its answer was lost: the SDK's retry found it
+        if existing is None:
             logger.info(
                 "payment created", payment_id=payment_id, merchant_id=merchant_id, amount=amount, currency=currency
             )
-            self._audit_created(payment, actor, request_id, fresh=True)
             return CreateResult(payment, replayed=False)
-
-        existing = Model.get(payment_id, consistent_read=True)
         same = _details(existing) == (
-            merchant_id,
-            idempotency_key,
-            amount,
-            currency,
-            customer_id,
-            description,
-            metadata,
-            payment_method,
-        )
+            merchant_id, idempotency_key, amount, currency, customer_id, description, metadata, payment_method,
+        )  # fmt: skip
         if not same:
             raise DuplicatePaymentError(merchant_id, idempotency_key, payment_id)
         if not existing.live:
             raise PaymentMovedError(payment_id, existing.transfer.state)
-        self._audit_created(existing, actor, request_id)
         return CreateResult(existing, replayed=True)
 
     def get_payment(self, merchant_id: str, payment_id: str) -> Payment:
@@ -448,9 +504,7 @@ class PaymentService:
             raise IllegalTransitionError(
                 payment_id, payment.status, operation, f"a processor {call.operation} is in flight; resolve it first"
             )
-        self._ensure_recorded(payment)
         read_version = payment.version
-        before = audit_snapshot(payment)
         plan = plan_transition(
             payment_id,
             payment.status,
@@ -460,22 +514,15 @@ class PaymentService:
         )
         now = self.clock.now()
         Model = type(payment)
-        # Write order, and why it is crash-safe:
-        # 1. The payment update is the commit point. It is conditional on the version we read (optimistic
-        #    locking: a concurrent writer makes it fail and nothing is written) and it stores `last_transition`,
-        #    everything needed to rebuild this transition's audit entry and Transaction.
-        # 2. The audit entry is appended with the event id "v<new version>", then the Transaction is put under an
-        #    id derived from (payment id, new version). Both are idempotent (a replay finds the event at the
-        #    chain's head; the Transaction's id is fixed), and the Transaction is written last, so "Transaction
-        #    present" implies "audit entry present". A crash after 1 is repaired by replaying 2: the next
-        #    transition does so before it overwrites `last_transition` (`_ensure_recorded`), and so does reading
-        #    the trail.
-        # The reverse order could leave a Transaction for a transition that never committed, whose id a
-        # different later transition would then collide with.
-        # The gap this leaves: after a crash between 1 and 2 on a terminal transition (refunded, voided,
-        # failed) no later transition comes to replay 2, so the Transaction appears only when the trail is read
-        # (`transactions`) or `record_transaction` is called. A consumer that needs it at once should build
-        # Transactions from the payments table's stream, where `last_transition` is written at the commit point.
+        # The update is the commit point and the whole of the change: conditional on the version read (optimistic
+        # locking: a concurrent writer makes it fail and nothing is written), and it appends the change's record
+        # (who, why, the request, the amount, the detail, the new version) to the payment's kept history. The
+        # stream's consumer projects the audit entry and the Transaction from it (projection.py).
+        change = TransitionAttribute(
+            type=operation.value, amount=plan.amount, actor=actor, from_status=plan.from_status.value,
+            to_status=plan.to_status.value, at=now, reason=reason, version=read_version + 1,
+            request_id=request_id, detail=_detail(audit_detail),
+        )  # fmt: skip
         extra_actions, extra_condition = extend(payment) if extend is not None else ([], None)
         # Live: a transfer that commits between our read and this write leaves the version as it was.
         condition = all_of(
@@ -493,17 +540,7 @@ class PaymentService:
                     Model.captured_amount.set(plan.balances.captured),
                     Model.refunded_amount.set(plan.balances.refunded),
                     Model.updated_at.set(now),
-                    Model.last_transition.set(
-                        TransitionAttribute(
-                            type=operation.value,
-                            amount=plan.amount,
-                            actor=actor,
-                            from_status=plan.from_status.value,
-                            to_status=plan.to_status.value,
-                            at=now,
-                            reason=reason,
-                        )
-                    ),
+                    Model.transitions.set(kept_history(payment, change)),
                     *extra_actions,
                 ],
                 condition=condition,
@@ -515,11 +552,6 @@ class PaymentService:
             # Our own write may have landed and only its answer been lost (the client retried it, and the retry
             # failed its condition): then the payment shows exactly this transition at the next version.
             payment = self._landed(payment, read_version, plan.to_status.value, operation.value, actor, now)
-        detail = dict(audit_detail or {})
-        if plan.amount:
-            detail["amount"] = plan.amount
-        self._audit(payment, operation.value, actor, before=before, detail=detail, request_id=request_id)
-        self.record_transaction(payment)
         logger.info(
             "payment transition",
             payment_id=payment_id,
@@ -546,177 +578,23 @@ class PaymentService:
             return current
         raise VersionConflictError(payment.id, read_version)
 
-    # -- the transaction trail ---------------------------------------------------------------------------------
+    # -- reading the projections -----------------------------------------------------------------------------
 
-    def record_transaction(self, payment: Payment) -> Transaction | None:
-        """Write the Transaction for ``payment``'s current version from its ``last_transition`` (idempotent).
-
-        Returns None for a payment that has had no transition yet.
-        """
-        transition = payment.last_transition
-        if transition is None:
-            return None
-        Model = self.models.transaction
-        transaction = Model(
-            transaction_id_for(payment.id, payment.version),
-            payment_id=payment.id,
-            merchant_id=payment.merchant_id,
-            payment_version=payment.version,
-            type=transition.type,
-            amount=transition.amount,
-            currency=payment.currency,
-            status="succeeded",
-            processed_at=transition.at,
-            audit_trail=[
-                AuditEntry(
-                    at=transition.at,
-                    actor=transition.actor,
-                    action=transition.type,
-                    from_status=transition.from_status,
-                    to_status=transition.to_status,
-                    detail=transition.reason,
-                )
-            ],
-        )
-        try:
-            transaction.save(condition=Model.id.does_not_exist())
-        except PutError as error:
-            if error_code(error) != CONDITIONAL_CHECK_FAILED:
-                raise
-            # Already recorded (a replay): the stored item is the same transition.
-        return transaction
-
-    def _ensure_recorded(self, payment: Payment) -> None:
-        """Replay the Transaction of ``payment``'s current version if a crash left it unwritten.
-
-        One eventually consistent GetItem (half a read unit) in the normal case; only a missing item costs a put.
-        Without this, the next transition would overwrite ``last_transition``, the only copy of the lost record.
-        """
-        if payment.last_transition is None:
-            return
-        try:
-            self.models.transaction.get(transaction_id_for(payment.id, payment.version))
-        except DoesNotExist:
-            self._audit_replay(payment)
-            self.record_transaction(payment)
-
-    def transactions(self, merchant_id: str, payment_id: str) -> list[Transaction]:
-        """The payment's transactions in order, repairing the latest one if a crash left it unwritten."""
+    def transactions(self, merchant_id: str, payment_id: str) -> list[TransactionView]:
+        """The payment's transitions in order: the projected Transactions (``source="projection"``), then those
+        the stream's consumer has not projected yet, from the payment's own kept history (``source="payment"``),
+        so a read right after a write sees the write. One consistent read of the payment and one query."""
         payment = self.read_payment(merchant_id, payment_id)
-        Model = self.models.transaction
-        found = list(Model.by_payment.query(payment_id))
-        found.sort(key=lambda t: int(t.payment_version))
-        if payment.last_transition is not None and (not found or int(found[-1].payment_version) != payment.version):
-            self._audit_replay(payment)
-            repaired = self.record_transaction(payment)
-            if repaired is not None:
-                found.append(repaired)
+        found = [TransactionView.projected(t) for t in self.models.transaction.by_payment.query(payment_id)]
+        found.sort(key=lambda t: t.payment_version)
+        projected = {t.payment_version for t in found}
+        for change in payment.transitions or ():
+            if change.type != "create" and int(change.version) not in projected:
+                found.append(TransactionView.from_payment(payment, change))
         return found
 
-    # -- the audit trail ---------------------------------------------------------------------------------------
-
     def audit_trail(self, merchant_id: str, payment_id: str) -> list[AuditRecord]:
-        """The payment's audit entries in order, after repairing the latest one if a crash left it unwritten."""
-        payment = self.read_payment(merchant_id, payment_id)
-        if payment.last_transition is not None:
-            self._audit_replay(payment)
-        elif payment.transfer is None:  # an arrived payment's first entry is its transfer's to write
-            self._audit_created(payment, payment.merchant_id, None)
+        """The payment's audit entries in order, as far as the stream's consumer has projected them (entry
+        ``v<n>`` records version n; ``payment.version`` says how far the payment is)."""
+        self.read_payment(merchant_id, payment_id)
         return list(self.audit.history(audit_entity(payment_id)))
-
-    def repair(self, payment: Payment) -> tuple[str, ...]:
-        """Write what a crash after the commit left unwritten for ``payment``'s current version: its audit entry
-        (``create`` at version 1) and its Transaction. Idempotent and safe beside live traffic (both writes are
-        conditional and recognised on replay). Returns what it wrote: "audit", "transaction"."""
-        wrote = []
-        auditable = self.audited and (payment.last_transition is not None or payment.transfer is None)
-        if auditable and not recorded(self.audit.head(audit_entity(payment.id)), payment.version):
-            if payment.last_transition is None:
-                self._audit_created(payment, payment.merchant_id, None)
-            else:
-                self._audit_replay(payment)
-            wrote.append("audit")
-        if payment.last_transition is not None:
-            try:
-                self.models.transaction.get(transaction_id_for(payment.id, payment.version), consistent_read=True)
-            except DoesNotExist:
-                self.record_transaction(payment)
-                wrote.append("transaction")
-        return tuple(wrote)
-
-    def _audit_created(self, payment: Payment, actor: str, request_id: str | None, *, fresh: bool = False) -> None:
-        """The ``create`` entry. ``fresh``: this call's put created the payment, so its chain is empty and the
-        entry is put without reading the head first (a lost race, impossible here, would still re-read)."""
-        if self.audited:
-            self._audit(payment, "create", actor, before=None, detail={}, request_id=request_id,
-                        known_head=None if fresh else UNREAD)  # fmt: skip
-
-    def _audit(
-        self,
-        payment: Payment,
-        action: str,
-        actor: str,
-        *,
-        before: dict | None,
-        detail: dict,
-        request_id: str | None,
-        replayed: bool = False,
-        known_head: AuditRecord | None | object = UNREAD,
-    ) -> AuditRecord | None:
-        """Append the entry for ``payment``'s current version (event id ``v<version>``), idempotently. A chain
-        that lacks its ``create`` entry (a crash right after the create's put) gets it first, rebuilt from the
-        payment's fields.
-
-        The head is read (one strongly consistent query) unless the caller knows it, or this service appended the
-        entry of the version just before (kept in a small cache: the create-then-authorise flow of checkout.py
-        saves the read). A stale guess costs nothing but a retry: the put is conditional on the number being free,
-        and a lost put re-reads the head."""
-        if not self.audited:
-            return None
-        entity = audit_entity(payment.id)
-        event_id = f"v{payment.version}"
-        if known_head is UNREAD:
-            known_head = self._heads.get(entity, payment.version - 1)
-        if known_head is UNREAD:
-            head = self.audit.head(entity)
-            if recorded(head, payment.version):
-                return head
-            if head is None and payment.version > 1:
-                head = self._audit_first(payment)
-        else:
-            head = known_head
-        if replayed:
-            detail = {**detail, "repaired": "true"}
-        record = self.audit.track(
-            entity, action, actor, before=before, after=audit_snapshot(payment), detail=detail,
-            request_id=request_id, event_id=event_id, known_head=head,
-        )  # fmt: skip
-        self._heads.put(entity, record)
-        return record
-
-    def _audit_first(self, payment: Payment) -> AuditRecord:
-        """A missing first entry (event ``v1``), rebuilt: ``create``, or ``transfer-in`` for a payment that
-        arrived from another account."""
-        entity = audit_entity(payment.id)
-        if payment.transfer is not None:
-            return self.audit.track(
-                entity, "transfer-in", "transfer", after=audit_snapshot(payment),
-                detail={**transfer_in_detail(payment), "repaired": "true"}, event_id="v1", known_head=None,
-            )  # fmt: skip
-        created = {name: getattr(payment, name) for name in ("amount", "currency", "merchant_id")}
-        return self.audit.track(
-            entity, "create", payment.merchant_id, after={"status": PaymentStatus.PENDING.value, **created},
-            detail={"repaired": "true"}, event_id="v1", known_head=None,
-        )  # fmt: skip
-
-    def _audit_replay(self, payment: Payment) -> None:
-        """Append the audit entry of ``payment``'s latest transition if a crash left it unwritten: rebuilt from
-        ``last_transition`` (the balances before it are not kept: the status change is shown, the amount is in the
-        detail)."""
-        transition = payment.last_transition
-        if transition is None or not self.audited:
-            return
-        before = {**audit_snapshot(payment), "status": transition.from_status}
-        detail = {"amount": int(transition.amount)} if transition.amount else {}
-        self._audit(payment, transition.type, transition.actor, before=before, detail=detail, request_id=None,
-                    replayed=True)  # fmt: skip

@@ -1,6 +1,6 @@
 """``recover``: find and finish what crashed workers left behind (``payment-examples recover``).
 
-Three kinds of leftovers, each resolved by the same idempotent step a live retry would take, so ``recover`` is safe
+Two kinds of leftovers, each resolved by the same idempotent step a live retry would take, so ``recover`` is safe
 to run at any time, also twice at once and beside live traffic (anything younger than ``older_than`` is left to
 the worker that may still be handling it):
 
@@ -10,12 +10,12 @@ the worker that may still be handling it):
   the request, the payment does.
 * **Processor calls in flight** (``Payment.processor_call``): resolved from the processor's record of the call's
   key, re-sent under the same key only if the processor never acted on it, then applied (``checkout.Checkout``).
-* **Transitions whose audit entry or Transaction was never written** (a crash after the commit; the known gap of
-  terminal transitions in ``payments.py``): written (``PaymentService.repair``).
+Transactions and audit entries are not among them: they are projections of the payments table's stream
+(projection.py), behind the commit by at most the consumer's lag, never missing.
 
 Finding them is a batch job's cost: one parallel scan of the payments table (filtered to payments last changed
-before the cut-off), one of the idempotency table (filtered to claims in progress), and one ``BatchGetItem`` per 100
-payments for their latest Transaction and audit entry. Nothing on the request path pays for it.
+before the cut-off) and one of the idempotency table (filtered to claims in progress). Nothing on the request path
+pays for it.
 """
 
 from __future__ import annotations
@@ -26,8 +26,7 @@ from datetime import datetime, timedelta
 
 from payment_examples.checkout import Checkout
 from payment_examples.logs import logger
-from payment_examples.models import Payment, transaction_id_for
-from payment_examples.payments import PaymentService, audit_entity
+from payment_examples.models import Payment
 from payment_examples.utils.idempotency import IdempotencyMiddleware
 
 DEFAULT_OLDER_THAN = timedelta(minutes=5)
@@ -38,17 +37,16 @@ _BATCH = 100
 class RecoveryReport:
     released_claims: int = 0
     resolved_calls: list[tuple[str, str, str]] = field(default_factory=list)  # (payment id, operation, outcome)
-    repaired: list[tuple[str, str]] = field(default_factory=list)  # (payment id, "audit" or "transaction")
     payments_checked: int = 0
 
     @property
     def fixed(self) -> int:
-        return self.released_claims + len(self.resolved_calls) + len(self.repaired)
+        return self.released_claims + len(self.resolved_calls)
 
     def summary(self) -> str:
         return (
             f"checked {self.payments_checked} payments: released {self.released_claims} stale idempotency claims, "
-            f"resolved {len(self.resolved_calls)} processor calls, wrote {len(self.repaired)} missing records"
+            f"resolved {len(self.resolved_calls)} processor calls"
         )
 
 
@@ -80,11 +78,8 @@ def recover(
                 continue
             outcome = "applied by another worker" if charge is None else ("approved" if charge.approved else "declined")
             report.resolved_calls.append((payment.id, operation, outcome))
-        for payment in _missing_records(service, [p for p in chunk if p.processor_call is None]):
-            for what in service.repair(payment):
-                report.repaired.append((payment.id, what))
     logger.info("recover finished", released_claims=report.released_claims,
-                resolved_calls=len(report.resolved_calls), repaired=len(report.repaired))  # fmt: skip
+                resolved_calls=len(report.resolved_calls))  # fmt: skip
     return report
 
 
@@ -112,23 +107,3 @@ def _chunks(payments: Iterator[Payment]) -> Iterator[list[Payment]]:
             chunk = []
     if chunk:
         yield chunk
-
-
-def _missing_records(service: PaymentService, payments: list[Payment]) -> list[Payment]:
-    """The payments whose current version lacks its Transaction or its audit entry: two ``BatchGetItem`` calls
-    (keys only) for up to 100 payments (a payment chain's entry n records version n; moved payments are checked
-    one by one)."""
-    models = service.models
-    with_transition = [p for p in payments if p.last_transition is not None]
-    # Only the keys are read back (a projection): what is looked for is whether each item exists, and building
-    # whole Transaction and audit entry models of every payment was most of the sweep's time.
-    wanted = [transaction_id_for(p.id, p.version) for p in with_transition]
-    found_transactions = {t.id for t in models.transaction.batch_get(wanted, attributes_to_get=["id"])}
-    suspects = {p.id for p, key in zip(with_transition, wanted, strict=True) if key not in found_transactions}
-    if service.audited:
-        plain = [p for p in payments if p.transfer is None]
-        keys = [(audit_entity(p.id), p.version) for p in plain]
-        entries = {(e.entity, int(e.seq)) for e in models.audit.batch_get(keys, attributes_to_get=["entity", "seq"])}
-        suspects |= {p.id for p in plain if (audit_entity(p.id), p.version) not in entries}
-        suspects |= {p.id for p in payments if p.transfer is not None}
-    return [p for p in payments if p.id in suspects]

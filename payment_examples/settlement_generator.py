@@ -25,7 +25,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import TextIO
 
 from payment_examples.config import Settings
-from payment_examples.models import created_key, get_models, merchant_status_key, payment_id_for
+from payment_examples.models import TransitionAttribute, created_key, get_models, merchant_status_key, payment_id_for
 from payment_examples.settlement_file import COLUMNS
 from payment_examples.state_machine import PaymentStatus
 
@@ -234,6 +234,9 @@ def write_answer_key(scenario: SettlementScenario, handle: TextIO) -> int:
     return count
 
 
+FIXTURE_ACTOR = "settlement-scenario"
+
+
 def create_scenario_payments(scenario: SettlementScenario, settings: Settings | None = None) -> int:
     """Write the scenario's payments as fixtures (``BatchWriteItem``: fast, unconditional; not for real payments)."""
     Model = get_models(settings).payment
@@ -247,6 +250,11 @@ def create_scenario_payments(scenario: SettlementScenario, settings: Settings | 
                     refunded_amount=spec.refunded, created_at=spec.created_at, updated_at=spec.created_at,
                     created_key=created_key(spec.created_at, spec.id),
                     merchant_status=merchant_status_key(spec.merchant_id, spec.status), version=1,
+                    # the fixture's own create, so the stream's consumer projects it like any payment's first change
+                    transitions=[TransitionAttribute(
+                        type="create", amount=spec.amount, actor=FIXTURE_ACTOR, to_status=spec.status.value,
+                        at=spec.created_at, version=1,
+                    )],
                 )
             )  # fmt: skip
             count += 1

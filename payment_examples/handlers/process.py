@@ -1,10 +1,17 @@
 """``POST /payments``: create a payment exactly once per ``Idempotency-Key`` (the brief's ProcessPaymentHandler).
 
 A thin adapter: authenticate the merchant, validate the request, run ``PaymentService.create_payment`` (with a
-``payment_method``: ``Checkout.create_and_authorize``, through the configured processor) inside the idempotency
-middleware, and map the outcome or the error to an HTTP response (a decline is 402, a processor timeout or an
-unavailable engine 503 with ``Retry-After``). Works for API Gateway REST (v1
-proxy) and HTTP API (v2) events. Clients are built on the first invocation and reused by the container.
+``payment_method``: ``Checkout.create_and_authorize``, through the configured processor) and map the outcome or the
+error to an HTTP response (a decline is 402, a processor timeout or an unavailable engine 503 with ``Retry-After``).
+Works for API Gateway REST (v1 proxy) and HTTP API (v2) events. Clients are built on the first invocation and
+reused by the container.
+
+No idempotency middleware: the payment id is derived from (merchant, key), so the payment item is the request's
+idempotency record. A repeat is answered from the stored payment in the same single round trip (the failed put's
+``ALL_OLD`` image): the same request is replayed (``Idempotent-Replayed: true``), another payload under the key is
+422, a card payment whose processor call is still in flight is 409 with ``Retry-After``, a decline is replayed as
+402 (the payment is ``failed`` with the decline code). ``utils/idempotency.py`` is the general utility for
+operations that have no natural key (notebook 01 shows what it costs).
 
 Deployed (``PAYMENT_USE_AWS=1``, ``template.yaml``) it fails closed: without a JWT audience or a JWT key it raises
 ``ConfigurationError`` on every invocation instead of answering (``config.require_api_settings``); the keys come
@@ -32,7 +39,6 @@ from payment_examples.models import get_models
 from payment_examples.money import currency_exponent, validate_amount
 from payment_examples.payments import MAX_DESCRIPTION_LENGTH, PaymentService
 from payment_examples.processor import processor_for, validate_payment_method
-from payment_examples.utils.idempotency import IdempotencyMiddleware
 from payment_examples.validation import identifier, metadata, optional_text
 
 MAX_BODY_BYTES = 16 * 1024
@@ -79,7 +85,6 @@ class PaymentRequest:
 @dataclass(frozen=True)
 class Dependencies:
     service: PaymentService
-    middleware: IdempotencyMiddleware
     checkout: Checkout | None  # None: no processor configured
 
 
@@ -88,29 +93,22 @@ def _default_dependencies(settings: Settings) -> Dependencies:
     """Built on first use, once per container (and per settings, so ``local_aws()`` can redirect it)."""
     service = PaymentService(models=get_models(settings))
     processor = processor_for(settings)
-    checkout = Checkout(service, processor) if processor is not None else None
-    return Dependencies(service, IdempotencyMiddleware(settings=settings), checkout)
+    return Dependencies(service, Checkout(service, processor) if processor is not None else None)
 
 
 def make_handler(
-    service: PaymentService | None = None,
-    middleware: IdempotencyMiddleware | None = None,
-    checkout: Checkout | None = None,
+    service: PaymentService | None = None, checkout: Checkout | None = None
 ) -> Callable[[dict, Any], dict]:
-    """A handler bound to the given service, middleware and checkout (tests and notebooks inject clocks, ids and a
-    processor this way); whatever is not given is built lazily from the settings in force."""
+    """A handler bound to the given service and checkout (tests and notebooks inject clocks, ids and a processor
+    this way); whatever is not given is built lazily from the settings in force."""
 
     def handler(event: dict, context: Any) -> dict:
         # Fail closed (PAYMENT_USE_AWS=1): missing keys or audience raise ConfigurationError out of the handler, so
         # every invocation fails as a function error (Lambda's Errors metric) until the configuration is fixed.
         settings = require_api_settings(get_settings(), cursors=False)
         try:
-            deps = None if service and middleware and checkout else _default_dependencies(settings)
-            bound = Dependencies(
-                service or deps.service,
-                middleware or deps.middleware,
-                checkout or (deps.checkout if service is None else None),
-            )
+            deps = None if service and checkout else _default_dependencies(settings)
+            bound = Dependencies(service or deps.service, checkout or (deps.checkout if service is None else None))
             return _handle(event, context, settings, bound)
         except Exception as error:  # every failure becomes a problem+json response; 5xx reveal no internals
             return error_response(error)
@@ -130,8 +128,7 @@ def _handle(event: dict, context: Any, settings: Settings, deps: Dependencies) -
     if key is None:
         raise ValidationError(IDEMPOTENCY_HEADER, "header is required")
     identifier(IDEMPOTENCY_HEADER, key)
-    body = _json_body(_raw_body(api))
-    request = PaymentRequest.from_body(body)
+    request = PaymentRequest.from_body(_json_body(_raw_body(api)))
     if request.payment_method is not None and deps.checkout is None:
         raise ValidationError("payment_method", "no card processor is configured here (PAYMENT_PROCESSOR)")
     fields = {
@@ -140,25 +137,18 @@ def _handle(event: dict, context: Any, settings: Settings, deps: Dependencies) -
         "metadata": request.metadata,
         "request_id": getattr(context, "aws_request_id", None) or None,
     }
-
-    def create() -> dict:
-        if request.payment_method is None:
-            result = deps.service.create_payment(merchant_id, key, request.amount, request.currency, **fields)
-        else:  # a decline raises PaymentDeclinedError: stored, and replayed as 402 to every repeat
-            result = deps.checkout.create_and_authorize(
-                merchant_id, key, request.amount, request.currency, request.payment_method, **fields
-            )
-        # "replayed": the payment existed already (a retry after a timeout, or its idempotency record had expired)
-        return {"status": 201, "body": payment_json(result.payment), "replayed": result.replayed}
-
-    outcome = deps.middleware.process_outcome(key, create, payload=body, scope=merchant_id, lease=_lease(context))
-    response = outcome.value
-    headers = {"Location": f"/payments/{response['body']['id']}"}
-    if outcome.replayed or response.get("replayed"):
+    if request.payment_method is None:
+        result = deps.service.create_payment(merchant_id, key, request.amount, request.currency, **fields)
+    else:  # a decline raises PaymentDeclinedError (402), also on every repeat
+        result = deps.checkout.create_and_authorize(
+            merchant_id, key, request.amount, request.currency, request.payment_method, lease=_lease(context),
+            **fields,
+        )  # fmt: skip
+    headers = {"Location": f"/payments/{result.payment.id}"}
+    if result.replayed:  # the payment existed already: a retry after a timeout or a lost response
         headers["Idempotent-Replayed"] = "true"
-    logger.info("payment request", merchant_id=merchant_id, payment_id=response["body"]["id"],
-                replayed=outcome.replayed)  # fmt: skip
-    return json_response(response["status"], response["body"], headers)
+    logger.info("payment request", merchant_id=merchant_id, payment_id=result.payment.id, replayed=result.replayed)
+    return json_response(201, payment_json(result.payment), headers)
 
 
 def _raw_body(api: Any) -> str | None:
@@ -188,7 +178,8 @@ def _reject_constant(name: str) -> Any:
 
 
 def _lease(context: Any) -> timedelta | None:
-    """The in-progress lease: the time this invocation may still run (None outside Lambda: the default)."""
+    """How long a processor call this request records is its own: the time this invocation may still run (None
+    outside Lambda: the checkout's default)."""
     remaining = getattr(context, "get_remaining_time_in_millis", None)
     if remaining is None:
         return None

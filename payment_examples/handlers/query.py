@@ -9,6 +9,10 @@
   ``"total"`` when asked for.
 * ``GET /payments/{id}``: one payment. Another merchant's payment is a 404, exactly like a missing one.
 
+Each 200 says what it was read from in a ``Read-From`` header: ``item; consistent`` (one payment: a strongly
+consistent read, so it shows a write answered a moment ago) or ``index; eventually consistent`` (a page, from a
+merchant index: a write of a moment ago may not show yet).
+
 The merchant comes from the same authentication as the process handler (verified authorizer claims or a Bearer
 JWT, ``payment_examples.auth``), never from the query string. Bad parameters are a 400 problem+json naming the
 parameter; unknown or repeated parameters are refused rather than ignored. Deployed (``PAYMENT_USE_AWS=1``) it
@@ -43,6 +47,12 @@ _ROUTE = re.compile(r"^/payments(?:/(?P<id>[^/]+))?/?$")
 _DIGITS = re.compile(r"^[0-9]+$")
 _BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
 _NO_STORE = {"Cache-Control": "no-store"}  # payment data must not sit in shared caches
+# What each answer was read from (``Read-From``), so a client knows what it may expect right after a write: one
+# payment is a strongly consistent read of its item (it sees every write that was answered); a page is a query of
+# a merchant index, which DynamoDB keeps eventually consistent (a payment written a moment ago may be missing
+# from it, or show its previous status). Neither reads the stream's projections (Transactions, audit entries).
+READ_FROM_ITEM = "item; consistent"
+READ_FROM_INDEX = "index; eventually consistent"
 
 
 @lru_cache(maxsize=8)
@@ -102,7 +112,7 @@ def _query_parameters(event: ApiEvent) -> dict[str, str]:
 def _get_one(merchant_id: str, payment_id: str, settings: Settings) -> dict:
     identifier("id", payment_id)
     payment = _default_service(settings).get_payment(merchant_id, payment_id)
-    return json_response(200, payment_json(payment), headers=_NO_STORE)
+    return json_response(200, payment_json(payment), headers=_NO_STORE | {"Read-From": READ_FROM_ITEM})
 
 
 def _list(merchant_id: str, params: dict[str, str], settings: Settings) -> dict:
@@ -134,7 +144,7 @@ def _list(merchant_id: str, params: dict[str, str], settings: Settings) -> dict:
     body: dict[str, Any] = {"items": [payment_json(p) for p in page.items], "next_cursor": page.next_cursor}
     if include_total:
         body["total"] = page.total
-    return json_response(200, body, headers=_NO_STORE)
+    return json_response(200, body, headers=_NO_STORE | {"Read-From": READ_FROM_INDEX})
 
 
 def _integer(

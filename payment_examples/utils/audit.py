@@ -29,7 +29,7 @@ import hmac
 import json
 import random
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
@@ -53,6 +53,7 @@ from payment_examples.models import BoundModels, get_models, sortable_time
 from payment_examples.validation import identifier
 
 GENESIS = "0" * 64
+UNATTRIBUTED = "unattributed"  # the actor of an entry that records a change made outside the package
 # Fields whose values an audit entry may show. Everything else (emails, card data, ciphertexts, signatures,
 # metadata, free text) appears only as changed.
 SHOWN_FIELDS = frozenset({
@@ -244,16 +245,25 @@ class ChainVerification:
     head_hash: str
     checkpoint_seq: int | None  # the latest valid checkpoint's head, if any
     problems: tuple[ChainProblem, ...] = ()
+    # Entries that record a change made outside the package (actor ``unattributed``: a raw write, a delete, a gap
+    # the projection could not fill): the chain holds them faithfully, and someone must look at each.
+    unattributed: tuple[int | float, ...] = ()
 
     @property
     def ok(self) -> bool:
+        """The chain is intact (nothing edited, deleted, reordered, inserted, cut or re-hashed)."""
         return not self.problems
 
     def summary(self) -> str:
+        flagged = ""
+        if self.unattributed:
+            flagged = f"; {len(self.unattributed)} unattributed change(s) at " + ", ".join(
+                f"#{seq}" for seq in self.unattributed
+            )
         if self.ok:
             anchored = f", checkpoint at #{self.checkpoint_seq}" if self.checkpoint_seq else ", no checkpoint"
-            return f"{self.entity}: {self.entries} entries, chain intact{anchored}"
-        return f"{self.entity}: " + "; ".join(str(p) for p in self.problems)
+            return f"{self.entity}: {self.entries} entries, chain intact{anchored}{flagged}"
+        return f"{self.entity}: " + "; ".join(str(p) for p in self.problems) + flagged
 
 
 @dataclass(frozen=True)
@@ -316,13 +326,20 @@ class AuditTracker:
         detail: Mapping[str, Any] | None = None,
         event_id: str | None = None,
         known_head: AuditRecord | None | object = UNREAD,
+        at: datetime | None = None,
+        recorded: Callable[[AuditRecord | None], bool] | None = None,
+        changes: Iterable[Mapping[str, Any]] | None = None,
     ) -> AuditRecord:
         """Append an entry to ``entity``'s chain and return it: one strongly consistent read of the head and one
         conditional put; a lost race re-reads the head and tries again on top of the winner.
 
         ``event_id`` makes a replay harmless: when the chain's head already carries it, that entry is returned
         and nothing is written (a writer that crashed after appending and is retried). ``known_head``: the head
-        as the caller just read it (None: an empty chain), which saves the first read.
+        as the caller just read it (None: an empty chain), which saves the first read. ``at``: the time the change
+        happened (default: now). ``recorded(head)``: whether the chain already holds this event, for writers whose
+        events are ordered (the stream projection: a head past the event means it was written), instead of
+        ``event_id`` at the head. ``changes``: the field changes as computed by the caller (instead of the diff
+        of ``before`` and ``after``).
         """
         _entity(entity)
         identifier("action", action)
@@ -331,16 +348,22 @@ class AuditTracker:
             identifier("request_id", request_id)
         if event_id is not None:
             identifier("event_id", event_id)
-        changes = tuple(field_diff(before, after, self.shown_fields))
+        if changes is None:
+            changes = tuple(field_diff(before, after, self.shown_fields))
+        else:
+            changes = tuple(dict(c) for c in changes)
         context = _detail(detail)
         Model = self.models.audit
         for attempt in range(self.max_attempts):
             head = self.head(entity) if attempt or known_head is UNREAD else known_head
-            if head is not None and event_id is not None and head.event_id == event_id:
+            if recorded is not None:
+                if recorded(head):
+                    return head
+            elif head is not None and event_id is not None and head.event_id == event_id:
                 return head
             seq = 1 if head is None else int(head.seq) + 1
             record = AuditRecord(
-                entity, seq, self.clock.now(), user, action, changes, context, request_id, event_id,
+                entity, seq, at or self.clock.now(), user, action, changes, context, request_id, event_id,
                 head.hash if head is not None else GENESIS, "",
             )  # fmt: skip
             record = _with_hash(record)
@@ -408,9 +431,11 @@ class AuditTracker:
                     "rewritten", seq, "the chain no longer contains the signed head: entries up to here were re-hashed",
                 ))  # fmt: skip
         head = intact.get(head_seq)
+        flagged = tuple(e.seq for e in entries if e.actor == UNATTRIBUTED)
         return ChainVerification(
-            entity, len(entries), head_seq, head.hash if head else "", checkpoint_seq, tuple(_unique(problems))
-        )
+            entity, len(entries), head_seq, head.hash if head else "", checkpoint_seq, tuple(_unique(problems)),
+            flagged,
+        )  # fmt: skip
 
     # -- checkpoints -------------------------------------------------------------------------------------------
 

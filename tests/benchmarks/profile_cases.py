@@ -48,7 +48,7 @@ def _cases(calls: int) -> dict[str, tuple[Callable[[], None], Callable[[int], ob
     body = {"amount": 1250, "currency": "USD"}
 
     def handler_setup() -> None:
-        state["handler"] = make_handler(PaymentService(), IdempotencyMiddleware(ids=SeededIds(1)))
+        state["handler"] = make_handler(PaymentService())
         state["handler"](_event("replayed", body, bearer), None)  # type: ignore[operator]
 
     def create(i: int) -> object:
@@ -64,7 +64,7 @@ def _cases(calls: int) -> dict[str, tuple[Callable[[], None], Callable[[int], ob
         return get_merchant_payments("bench-merchant", limit=50, status="captured")
 
     def capture_setup() -> None:
-        service = PaymentService(audited=False)
+        service = PaymentService()
 
         def one(i: int) -> str:
             payment = service.create_payment("bench-capture", f"c-{i}", 1250, "USD").payment
@@ -72,10 +72,10 @@ def _cases(calls: int) -> dict[str, tuple[Callable[[], None], Callable[[int], ob
 
         with ThreadPoolExecutor(8) as pool:
             state["captures"] = list(pool.map(one, range(calls + 1)))
-        state["unaudited"] = service
+        state["capturer"] = service
 
     def capture(i: int) -> object:
-        service: PaymentService = state["unaudited"]  # type: ignore[assignment]
+        service: PaymentService = state["capturer"]  # type: ignore[assignment]
         return service.capture("bench-capture", state["captures"][i], actor="bench")  # type: ignore[index]
 
     def recovery_setup() -> None:
@@ -99,7 +99,7 @@ def _cases(calls: int) -> dict[str, tuple[Callable[[], None], Callable[[int], ob
         "payment creation (process handler, no card)": (handler_setup, create),
         "idempotency check (repeat request)": (handler_setup, replay),
         "one filtered page (50 captured of 2,000)": (page_setup, page),
-        "capture (audited=False)": (capture_setup, capture),
+        "capture (one read, one write)": (capture_setup, capture),
         "recovery sweep of 300 payments (x1 per call)": (recovery_setup, sweep),
     }
 

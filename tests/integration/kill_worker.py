@@ -23,19 +23,16 @@ from payment_examples.handlers import process
 from payment_examples.models import get_models
 from payment_examples.payments import PaymentService
 from payment_examples.processor import LocalProcessor
-from payment_examples.utils.idempotency import IdempotencyMiddleware
 from tests.api_events import api_event, token
 
 MERCHANT = "merchant-k"
 AMOUNT = 4_200
-LEASE = timedelta(seconds=1)  # a killed worker's claim goes stale quickly (in Lambda: the time it had left)
+LEASE = timedelta(seconds=1)  # a killed worker's processor call is its own briefly (in Lambda: the time it had left)
 
 # (point, DynamoDB operation, table, which call of that kind) -- killed right after that call returned
 CALL_POINTS = {
-    "claimed": ("PutItem", "idempotency", 1),
     "payment-put": ("PutItem", "payments", 1),
     "authorize-committed": ("UpdateItem", "payments", 1),
-    "completed": ("UpdateItem", "idempotency", 1),
     "capture-committed": ("UpdateItem", "payments", 3),  # 2 is the capture's processor-call record
 }
 STEP_POINTS = ("created", "authorize-sent", "authorized", "capture-marked", "capture-sent")
@@ -82,8 +79,8 @@ def client_flow(models: Any, key: str, on_step: Any = None) -> dict:
     """What a merchant's integration does: POST /payments with a card (retried with the same key after a failure),
     then capture. A capture refused because the payment is captured already counts as done."""
     service = PaymentService(models=models)
-    checkout = Checkout(service, LocalProcessor(models=models), on_step=on_step)
-    handler = process.make_handler(service, IdempotencyMiddleware(lease=LEASE), checkout)
+    checkout = Checkout(service, LocalProcessor(models=models), on_step=on_step, lease=LEASE)
+    handler = process.make_handler(service, checkout)
     headers = {"Authorization": f"Bearer {token(merchant_id=MERCHANT)}", "Idempotency-Key": key}
     body = {"amount": AMOUNT, "currency": "EUR", "payment_method": "pm_card_visa"}
     response = handler(api_event("2.0", "POST", "/payments", headers=headers, body=body), None)

@@ -26,7 +26,6 @@ from payment_examples.load import (
 from payment_examples.models import create_tables, get_models, payment_id_for
 from payment_examples.payments import PaymentService
 from payment_examples.processor import LocalProcessor
-from payment_examples.utils.idempotency import IdempotencyMiddleware
 
 pytestmark = pytest.mark.slow  # engine processes, threads, subprocesses: make test runs it, make test-fast does not
 
@@ -106,30 +105,25 @@ def test_mismatches_name_every_wrong_count() -> None:
 
 def test_round_trips_of_a_create_with_a_card_and_its_replay(card_engine: Settings) -> None:
     service = PaymentService(models=get_models(card_engine))
-    handler = make_handler(service, IdempotencyMiddleware(), Checkout(service, LocalProcessor(settings=card_engine)))
+    handler = make_handler(service, Checkout(service, LocalProcessor(settings=card_engine)))
     event = payment_event("trip-merchant", "trip-1", CARD)
 
     create = round_trips(lambda: handler(event, None))
     assert [(t.operation, t.table, t.error) for t in create] == [
-        ("PutItem", "idempotency", None),  # the claim
-        ("PutItem", "payments", None),  # the payment, with the authorisation about to be sent
-        ("PutItem", "audit-log", None),  # its create entry (a new chain: no head read)
+        ("PutItem", "payments", None),  # the payment, with the authorisation about to be sent: its own record
         ("PutItem", "processor-ledger", None),  # the simulated processor's own write
-        ("UpdateItem", "payments", None),  # authorized: the commit point
-        ("PutItem", "audit-log", None),  # its entry (the head is the one appended above)
-        ("PutItem", "transactions", None),
-        ("UpdateItem", "idempotency", None),  # the completion, with the response to replay
+        ("UpdateItem", "payments", None),  # authorized: the commit point (Transaction and audit: the stream's)
     ]
     assert all(t.ms > 0 for t in create)
 
     replay = round_trips(lambda: handler(event, None))
-    expected = [("PutItem", "idempotency", CONDITION_FAILED)]  # the failed claim returns the record...
+    expected = [("PutItem", "payments", CONDITION_FAILED)]  # the failed put returns the payment...
     if card_engine.engine == "dynalite":  # ...except on dynalite, which ignores ReturnValuesOnConditionCheckFailure
-        expected.append(("GetItem", "idempotency", None))
+        expected.append(("GetItem", "payments", None))
     assert [(t.operation, t.table, t.error) for t in replay] == expected
 
     table = round_trip_table(create, total_ms=sum(t.ms for t in create) + 5.0)
-    assert table["round_trips"] == 8 and len(table["calls"]) == 8
+    assert table["round_trips"] == 3 and len(table["calls"]) == 3
     assert table["outside_calls_ms"] == pytest.approx(5.0, abs=0.01)
     assert sum(call["share"] for call in table["calls"]) + table["outside_calls_share"] == pytest.approx(1, abs=0.01)
 
@@ -137,9 +131,9 @@ def test_round_trips_of_a_create_with_a_card_and_its_replay(card_engine: Setting
 @pytest.mark.flow  # the moto server alone (tests/conftest.py); make test-load runs both engines
 def test_recording_stops_at_the_end_of_its_block(card_engine: Settings) -> None:
     service = PaymentService()
-    handler = make_handler(service, IdempotencyMiddleware(), Checkout(service, LocalProcessor(settings=card_engine)))
+    handler = make_handler(service, Checkout(service, LocalProcessor(settings=card_engine)))
     with recording() as trips:
         handler(payment_event("m", "inside", CARD), None)
-    assert len(trips) == 8
+    assert len(trips) == 3
     handler(payment_event("m", "after", CARD), None)  # the hooks are gone: nothing more is recorded
-    assert len(trips) == 8
+    assert len(trips) == 3

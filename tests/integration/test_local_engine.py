@@ -17,6 +17,7 @@ from payment_examples.aws import dynamodb
 from payment_examples.config import Settings, get_settings
 from payment_examples.errors import EngineError
 from payment_examples.local import MotoServer, ServerProcess, local_aws
+from payment_examples.payments import PaymentService
 
 pytestmark = pytest.mark.slow  # engine processes, threads, subprocesses: make test runs it, make test-fast does not
 
@@ -208,6 +209,15 @@ def test_cli_local_runs_in_the_foreground_until_interrupted() -> None:
         endpoint = first.split(" at ", 1)[1].strip()
         client = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1")
         assert "payment-examples-payments" in client.list_tables()["TableNames"]
+        lines = [cli.stdout.readline() for _ in range(4)]
+        assert lines[-1].startswith("stream consumer running"), lines
+        # a payment created through the package from another process is projected by the background consumer
+        service = PaymentService(settings=Settings(endpoint_url=endpoint))
+        payment = service.create_payment("m-local", "k-1", 1_000, "USD").payment
+        deadline = time.monotonic() + 60  # a liveness bound, generous for a loaded 2-core machine
+        while not service.audit_trail("m-local", payment.id) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert [e.action for e in service.audit_trail("m-local", payment.id)] == ["create"]
         cli.send_signal(signal.SIGINT)
         assert cli.wait(timeout=60) == 0  # a liveness bound, generous for a loaded 2-core machine
     finally:
@@ -224,7 +234,7 @@ def test_cli_local_on_dynalite_prints_both_endpoints_and_stops_both() -> None:
     cli = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env, preexec_fn=_ctrl_c_as_in_a_terminal)
     try:
         lines: list[str] = []
-        while len(lines) < 4:  # the engine's JSON log lines (dynalite "cannot enable TTL") come first
+        while len(lines) < 6:  # the engine's JSON log lines (dynalite "cannot enable TTL") come first
             line = cli.stdout.readline()
             if not line.startswith("{"):
                 lines.append(line)
@@ -232,6 +242,7 @@ def test_cli_local_on_dynalite_prints_both_endpoints_and_stops_both() -> None:
         assert "moto server (S3, KMS, STS) at http://127.0.0.1:" in lines[1], lines
         dynalite, moto = (line.split(" at ", 1)[1].strip() for line in lines[:2])
         assert f"AWS_ENDPOINT_URL_DYNAMODB={dynalite} AWS_ENDPOINT_URL={moto}" in lines[3], lines
+        assert lines[5].startswith("no DynamoDB Streams on this engine"), lines
         ddb = boto3.client("dynamodb", endpoint_url=dynalite, region_name="us-east-1")
         assert "payment-examples-payments" in ddb.list_tables()["TableNames"]
         assert boto3.client("kms", endpoint_url=moto, region_name="us-east-1").list_keys()["Keys"]  # the field key

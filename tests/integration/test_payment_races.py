@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 import pytest
 
 from payment_examples.aws import dynamodb
+from payment_examples.clock import FixedClock
 from payment_examples.config import Settings
 from payment_examples.errors import DuplicatePaymentError
 from payment_examples.models import bind_models
@@ -48,6 +50,15 @@ def test_twenty_identical_requests_create_exactly_one_payment(engine: Settings) 
     payment_id = items[0]["id"]["S"]
     assert [r.payment.id for r in results] == [payment_id] * THREADS
     assert sum(not r.replayed for r in results) == 1  # exactly one caller created it
+
+
+def test_identical_requests_at_the_same_instant_still_have_one_creator(engine: Settings) -> None:
+    # A fixed clock makes the twenty items identical but for the create's write token: the losers must still see
+    # a replay, not mistake the winner's item for their own put whose answer was lost.
+    service = PaymentService(clock=FixedClock(datetime(2026, 1, 1, tzinfo=UTC)))
+    results = _race(lambda i: service.create_payment("m-1", "key-same-instant", 1_000, "USD"))
+    assert len({r.payment.id for r in results}) == 1
+    assert sum(not r.replayed for r in results) == 1
 
 
 def test_same_key_different_details_one_winner_others_get_duplicate_error(engine: Settings) -> None:

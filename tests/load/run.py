@@ -68,13 +68,10 @@ def trip_table(samples: int) -> dict[str, Any]:
     from payment_examples.models import get_models
     from payment_examples.payments import PaymentService
     from payment_examples.processor import LocalProcessor
-    from payment_examples.utils.idempotency import IdempotencyMiddleware
 
     settings = get_settings()
     service = PaymentService(models=get_models(settings))
-    handler = make_handler(
-        service, IdempotencyMiddleware(settings=settings), Checkout(service, LocalProcessor(settings=settings))
-    )
+    handler = make_handler(service, Checkout(service, LocalProcessor(settings=settings)))
     runs: dict[str, list[tuple[float, list]]] = {"create": [], "replay": []}
     for i in range(-1, samples):
         event = payment_event(TRIP_MERCHANT, f"trip-{i + 1}", CARD)

@@ -34,7 +34,6 @@ class Rig:
     service: PaymentService
     processor: LocalProcessor
     checkout: Checkout
-    middleware: IdempotencyMiddleware
     handler: Any
 
     def post(self, body: Any = CARD, *, key: str = "order-1", merchant: str = "merchant-1") -> dict:
@@ -57,9 +56,8 @@ def rig(aws: Settings, clock: SteppingClock) -> Iterator[Rig]:
         service = PaymentService(models=models, clock=clock)
         processor = LocalProcessor(models=models, clock=clock, ids=SeededIds(9))
         checkout = Checkout(service, processor, sleep=lambda _: None)
-        middleware = IdempotencyMiddleware(settings=settings, clock=clock)
-        yield Rig(settings, models, service, processor, checkout, middleware,
-                  process.make_handler(service, middleware, checkout))  # fmt: skip
+        yield Rig(settings, models, service, processor, checkout,
+                  process.make_handler(service, checkout))  # fmt: skip
 
 
 def body(response: dict, status: int) -> dict:
@@ -76,7 +74,8 @@ def test_a_card_payment_is_authorised_once_and_replayed(rig: Rig) -> None:
     assert first["processor_reference"] == rig.processor.charges()[0].reference
     again = rig.post()
     assert body(again, 201) == first and again["headers"]["Idempotent-Replayed"] == "true"
-    assert rig.counts() == {"payments": 1, "transactions": 1, "idempotency": 1, "audit": 2, "charges": 1}
+    # no idempotency record: the payment is its own; its Transaction and entries are the consumer's projections
+    assert rig.counts() == {"payments": 1, "transactions": 1, "idempotency": 0, "audit": 2, "charges": 1}
     assert [e.action for e in rig.service.audit_trail("merchant-1", first["id"])] == ["create", "authorize"]
     assert rig.processor.calls == 1
 
@@ -166,6 +165,17 @@ def test_capture_goes_through_the_processor_once_even_when_its_answer_is_lost(ri
         rig.checkout.capture("merchant-1", payment_id, actor="merchant-1")  # already captured: nothing sent
     assert len(rig.processor.charges(CAPTURE, approved=None)) == 1
     assert [t.type for t in rig.service.transactions("merchant-1", payment_id)] == ["authorize", "capture"]
+
+
+def test_a_repeat_of_the_create_leaves_a_capture_in_doubt_to_the_capture(rig: Rig) -> None:
+    first = body(rig.post(), 201)
+    rig.processor.inject(Fault.TIMEOUT_BEFORE, operation=CAPTURE)
+    with pytest.raises(ProcessorTimeoutError):
+        rig.checkout.capture("merchant-1", first["id"], actor="merchant-1")
+    calls = rig.processor.calls
+    again = rig.post()  # the create's retry: its authorisation is done; the capture's call is not its business
+    assert body(again, 201)["status"] == "authorized" and again["headers"]["Idempotent-Replayed"] == "true"
+    assert rig.processor.calls == calls and rig.payment().processor_call.operation == CAPTURE
 
 
 def test_capture_refuses_what_the_state_machine_refuses_before_calling_the_processor(rig: Rig) -> None:

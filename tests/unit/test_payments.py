@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import pytest
 
+from payment_examples.consumer import drain
 from payment_examples.errors import (
     DuplicatePaymentError,
     IllegalTransitionError,
@@ -30,6 +31,8 @@ def stored(models: BoundModels, payment_id: str) -> Payment:
 
 
 def transaction_count(models: BoundModels) -> int:
+    """Transactions projected, once the stream's consumer has caught up."""
+    drain()
     return sum(1 for _ in models.transaction.scan())
 
 
@@ -271,6 +274,7 @@ def test_each_transition_writes_a_deterministic_transaction(service: PaymentServ
     ]
     for step, kind, amount, from_status, to_status in steps:
         after = step()
+        drain()  # the consumer projects it
         transaction = models.transaction.get(transaction_id_for(payment.id, after.version), consistent_read=True)
         assert (transaction.payment_id, transaction.merchant_id, transaction.payment_version) == (
             payment.id,
@@ -287,10 +291,10 @@ def test_each_transition_writes_a_deterministic_transaction(service: PaymentServ
             to_status,
         )
     trail = service.transactions(M, payment.id)
-    assert [(t.type, t.audit_trail[0].actor) for t in trail] == [
-        ("authorize", "alice"),
-        ("capture", "bob"),
-        ("refund", "carol"),
+    assert [(t.type, t.actor, t.source) for t in trail] == [
+        ("authorize", "alice", "projection"),
+        ("capture", "bob", "projection"),
+        ("refund", "carol", "projection"),
     ]
     assert transaction_count(models) == 3
 
@@ -299,57 +303,36 @@ def test_void_records_its_reason(service: PaymentService) -> None:
     payment = new_payment(service)
     service.void(M, payment.id, actor="ops", reason="customer cancelled")
     [transaction] = service.transactions(M, payment.id)
-    assert (transaction.type, transaction.audit_trail[0].detail) == ("void", "customer cancelled")
+    assert (transaction.type, transaction.reason) == ("void", "customer cancelled")
 
 
-def crash_next_record(service: PaymentService, monkeypatch) -> None:
-    """Make the next ``record_transaction`` call raise, as if the process died after the payment update."""
-    real = service.record_transaction
-    calls = {"n": 0}
-
-    def flaky(payment: Payment):
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise RuntimeError("crash after the payment update")
-        return real(payment)
-
-    monkeypatch.setattr(service, "record_transaction", flaky)
-
-
-def test_trail_is_repaired_after_a_crash(service: PaymentService, models: BoundModels, monkeypatch) -> None:
+def test_a_read_right_after_a_write_sees_it_from_the_payment(service: PaymentService, models: BoundModels) -> None:
+    """Before the consumer has projected a change, ``transactions`` shows it from the payment, and says so."""
     payment = new_payment(service)
     service.authorize(M, payment.id, actor="a")
-    crash_next_record(service, monkeypatch)
-    with pytest.raises(RuntimeError):
-        service.capture(M, payment.id, actor="b")
-    assert stored(models, payment.id).status == "captured"  # the commit point was passed
-    assert transaction_count(models) == 1
+    drain()
+    service.capture(M, payment.id, actor="b", amount=300)
+    early = service.transactions(M, payment.id)
+    assert [(t.type, t.payment_version, t.source) for t in early] == [
+        ("authorize", 2, "projection"), ("capture", 3, "payment"),
+    ]  # fmt: skip
+    assert sum(1 for _ in models.transaction.scan()) == 1  # nothing was written by the read
+    drain()
+    late = service.transactions(M, payment.id)
+    assert [t.source for t in late] == ["projection", "projection"]
+    assert [(t.id, t.amount, t.actor, t.processed_at) for t in late] == [
+        (t.id, t.amount, t.actor, t.processed_at) for t in early
+    ]
 
-    trail = service.transactions(M, payment.id)
-    assert [(t.type, int(t.payment_version)) for t in trail] == [("authorize", 2), ("capture", 3)]
-    assert transaction_count(models) == 2
-    assert [t.id for t in service.transactions(M, payment.id)] == [t.id for t in trail]
 
-
-def test_trail_survives_a_crash_followed_by_another_transition(
-    service: PaymentService, models: BoundModels, monkeypatch
-) -> None:
-    """A crash loses nothing even when the next transition runs before anyone reads the trail."""
+def test_a_change_is_one_write_and_records_itself(service: PaymentService, models: BoundModels) -> None:
+    """The create and each transition write the payment alone; the change is kept on it for the projection."""
     payment = new_payment(service)
-    crash_next_record(service, monkeypatch)
-    with pytest.raises(RuntimeError):
-        service.authorize(M, payment.id, actor="a")
-    service.capture(M, payment.id, actor="b")
-    trail = service.transactions(M, payment.id)
-    assert [(t.type, int(t.payment_version)) for t in trail] == [("authorize", 2), ("capture", 3)]
-
-
-def test_record_transaction_is_idempotent(service: PaymentService, models: BoundModels) -> None:
-    payment = new_payment(service)
-    assert service.record_transaction(payment) is None  # no transition yet
-    authorized = service.authorize(M, payment.id, actor="a")
-    again = service.record_transaction(authorized)
-    assert again is not None and again.id == transaction_id_for(payment.id, authorized.version)
-    service.record_transaction(service.get_payment(M, payment.id))
-    [item] = list(models.transaction.scan())
-    assert (item.id, item.type, item.version) == (again.id, "authorize", 1)
+    service.authorize(M, payment.id, actor="a")
+    captured = service.capture(M, payment.id, actor="b", amount=400)
+    assert sum(1 for _ in models.transaction.scan()) == 0 and sum(1 for _ in models.audit.scan()) == 0
+    stored_payment = stored(models, payment.id)
+    assert [(t.type, int(t.version), t.actor) for t in stored_payment.transitions] == [
+        ("create", 1, M), ("authorize", 2, "a"), ("capture", 3, "b"),
+    ]  # fmt: skip
+    assert captured.last_transition.version == captured.version == 3

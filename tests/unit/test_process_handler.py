@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
@@ -17,10 +18,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from payment_examples.aws import dynamodb
 from payment_examples.config import Settings, use_settings
 from payment_examples.handlers import process
-from payment_examples.models import bind_models
+from payment_examples.models import Payment, ProcessorCallAttribute, bind_models, create_tables, payment_id_for
 from payment_examples.money import MAX_AMOUNT
 from payment_examples.payments import PaymentService
-from payment_examples.utils.idempotency import IdempotencyMiddleware
+from payment_examples.processor import processor_key
 from tests.api_events import HS_SECRET, api_event, token
 
 VERSIONS = ["1.0", "2.0"]
@@ -92,7 +93,7 @@ def test_creates_a_payment_and_replays_it(settings: Settings, version: str) -> N
     again = post(version)
     assert again["statusCode"] == 201 and json.loads(again["body"]) == body
     assert again["headers"]["Idempotent-Replayed"] == "true"
-    assert table_counts(settings) == (1, 1)
+    assert table_counts(settings) == (1, 0)  # the payment is its own idempotency record
 
 
 def test_base64_body_and_lowercase_headers(settings: Settings) -> None:
@@ -241,19 +242,33 @@ def test_other_methods_are_405(settings: Settings) -> None:
 def test_same_key_with_another_body_is_422(settings: Settings) -> None:
     assert post()["statusCode"] == 201
     problem(post(body={**BODY, "amount": 9999}), 422)
-    assert table_counts(settings) == (1, 1)
+    assert table_counts(settings) == (1, 0)
 
 
-def test_concurrent_duplicate_in_progress_is_409_with_retry_after(settings: Settings) -> None:
-    middleware = IdempotencyMiddleware()
-
-    def holding_the_key() -> None:
-        response = post()
+def test_a_repeat_while_the_processor_call_is_in_flight_is_409_then_resolved(settings: Settings) -> None:
+    """The first request recorded its authorisation and is still waiting for the processor (its lease runs): a
+    repeat is 409 with Retry-After and changes nothing; once the lease has run out, a repeat resolves the call."""
+    local = replace(settings, processor="local")
+    with use_settings(local):
+        create_tables(local)
+        card = {**BODY, "payment_method": "pm_card_visa"}
+        payment_id = payment_id_for("merchant-1", "idem-1")
+        now = datetime.now(UTC)
+        call = ProcessorCallAttribute(operation="authorize", key=processor_key(payment_id, "authorize"), amount=1250,
+                                      started_at=now, lease_until=now + timedelta(seconds=20))  # fmt: skip
+        PaymentService().create_payment("merchant-1", "idem-1", 1250, "USD", description=BODY["description"],
+                                        payment_method="pm_card_visa", processor_call=call)  # fmt: skip
+        process._default_dependencies.cache_clear()
+        response = post(body=card)
         problem(response, 409)
-        assert int(response["headers"]["Retry-After"]) >= 1
-
-    merchant_scope = "merchant-1"
-    middleware.process("idem-1", holding_the_key, payload=BODY, scope=merchant_scope)
+        assert 1 <= int(response["headers"]["Retry-After"]) <= 20
+        assert PaymentService().get_payment("merchant-1", payment_id).status == "pending"
+        bind_models(local).payment(payment_id).update(
+            actions=[Payment.processor_call.lease_until.set(now - timedelta(seconds=1))], add_version_condition=False
+        )
+        resolved = post(body=card)
+        assert resolved["statusCode"] == 201 and resolved["headers"]["Idempotent-Replayed"] == "true"
+        assert json.loads(resolved["body"])["status"] == "authorized"
 
 
 def test_unexpected_failure_is_500_without_internals_and_can_be_retried(settings, monkeypatch) -> None:
@@ -338,15 +353,3 @@ def test_undecodable_bodies_are_400_not_500(settings: Settings, raw: str, reason
     event.update(body=raw, isBase64Encoded=encoded)
     body = problem(process.handler(event, None), 400)
     assert body["invalid_params"][0]["name"] == "body" and reason in body["detail"]
-
-
-def test_a_replay_after_the_idempotency_record_expired_still_says_so(settings: Settings) -> None:
-    first = post(key="old-key")
-    models = bind_models(settings)
-    dynamodb().delete_item(  # what DynamoDB's TTL does after 24 hours
-        TableName=models.idempotency.Meta.table_name,
-        Key={"key": {"S": IdempotencyMiddleware.record_key("merchant-1", "old-key")}},
-    )
-    again = post(key="old-key")
-    assert again["statusCode"] == 201 and json.loads(again["body"]) == json.loads(first["body"])
-    assert again["headers"]["Idempotent-Replayed"] == "true"

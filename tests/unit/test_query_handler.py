@@ -109,6 +109,14 @@ def test_list_body_shape_and_item_fields(data: dict[str, list[Payment]], version
         assert item["created_at"].endswith("Z")
 
 
+def test_each_answer_says_what_it_was_read_from(data: dict[str, list[Payment]]) -> None:
+    page = get(query_params={"limit": "5"})
+    assert page["headers"]["Read-From"] == "index; eventually consistent"  # a merchant index (a GSI)
+    one = get(f"/payments/{data['merchant-1'][0].id}")
+    assert ok(one)["id"] == data["merchant-1"][0].id
+    assert one["headers"]["Read-From"] == "item; consistent"  # the item itself: sees a write answered just now
+
+
 def test_walking_pages_through_the_api_returns_each_payment_once(data: dict[str, list[Payment]]) -> None:
     pages = walk({"limit": "7"})
     assert [len(p["items"]) for p in pages] == [7, 7, 7, 7, 2]

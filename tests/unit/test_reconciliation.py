@@ -16,6 +16,7 @@ import pytest
 
 from payment_examples.clock import FixedClock
 from payment_examples.config import Settings, use_settings
+from payment_examples.consumer import drain
 from payment_examples.models import bind_models, create_tables
 from payment_examples.payments import PaymentService
 from payment_examples.reconciliation import (
@@ -174,7 +175,7 @@ def test_every_outcome_and_its_effect_on_the_payments(tmp_path, svc, fixed_clock
     assert get(cap).status == "charged_back" and get(pend).status == "failed"
     assert [t.type for t in svc.transactions(M, part.id)][-1] == "refund"
     assert svc.transactions(M, part.id)[-1].amount == 200
-    assert "line 4" in svc.transactions(M, part.id)[-1].audit_trail[0].detail
+    assert "line 4" in svc.transactions(M, part.id)[-1].reason
     # untouched: the other merchant's payment (nothing revealed or changed), the voided and the EUR payment
     assert (get(foreign, OTHER).version, get(foreign, OTHER).settlement) == (foreign.version, None)
     assert get(foreign, OTHER).settlement_rows is None
@@ -252,6 +253,7 @@ def test_a_row_applied_earlier_in_the_file_changes_what_later_rows_see(tmp_path,
     stored = svc.get_payment(M, auth.id)
     assert (stored.status, stored.refunded_amount) == ("refunded", 1000)
     assert [t.type for t in svc.transactions(M, auth.id)] == ["authorize", "capture", "refund", "refund"]
+    drain()
     trail = svc.audit_trail(M, auth.id)  # each applied row is on the payment's audit chain, with its file and line
     assert [(e.action, e.actor) for e in trail[2:]] == [("capture", "reconciliation"), ("refund", "reconciliation"),
                                                         ("refund", "reconciliation")]  # fmt: skip

@@ -13,7 +13,7 @@ from payment_examples.checkout import Checkout
 from payment_examples.clock import FixedClock, SeededIds
 from payment_examples.config import Settings, use_settings
 from payment_examples.errors import ProcessorTimeoutError
-from payment_examples.models import BoundModels, bind_models, create_tables, payment_id_for, transaction_id_for
+from payment_examples.models import BoundModels, bind_models, create_tables, payment_id_for
 from payment_examples.payments import PaymentService, audit_entity
 from payment_examples.processor import AUTHORIZE, CAPTURE, Fault, LocalProcessor
 from payment_examples.recovery import recover
@@ -118,31 +118,6 @@ def test_stale_claims_are_released_and_live_ones_kept(parts) -> None:
     assert recover(checkout, middleware, older_than=OLD).released_claims == 1
     keys = {r.key for r in models.idempotency.scan()}
     assert keys == {middleware.record_key("m-1", "live")}
-
-
-def test_a_terminal_transition_without_its_transaction_is_written(parts) -> None:
-    models, clock = parts
-    checkout, middleware = build(parts)
-    service = checkout.service
-    payment = service.create_payment("m-1", "plain", 700, "USD").payment
-    service.void("m-1", payment.id, actor="m-1")
-    voided = service.read_payment("m-1", payment.id)
-    models.transaction.get(transaction_id_for(payment.id, voided.version)).delete()  # the crash's gap
-    clock.advance(OLD)
-    report = recover(checkout, middleware, older_than=OLD)
-    assert report.repaired == [(payment.id, "transaction")]
-    assert [t.type for t in models.transaction.by_payment.query(payment.id)] == ["void"]
-
-
-def test_a_create_without_its_audit_entry_gets_it(parts) -> None:
-    models, clock = parts
-    checkout, middleware = build(parts)
-    service = checkout.service
-    payment = service.create_payment("m-1", "plain", 700, "USD").payment
-    models.audit.get(audit_entity(payment.id), 1).delete()
-    clock.advance(OLD)
-    assert recover(checkout, middleware, older_than=OLD).repaired == [(payment.id, "audit")]
-    assert [e.action for e in service.audit.history(audit_entity(payment.id))] == ["create"]
 
 
 def test_bad_arguments(parts) -> None:

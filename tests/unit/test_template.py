@@ -111,6 +111,7 @@ def test_every_function_handler_exists(template: dict) -> None:
         "payment_examples.handlers.process.handler",
         "payment_examples.handlers.query.handler",
         "payment_examples.handlers.reconcile.handler",
+        "payment_examples.handlers.stream.handler",
     ]
     for function in functions.values():
         module, _, name = function["Handler"].rpartition(".")
@@ -118,7 +119,9 @@ def test_every_function_handler_exists(template: dict) -> None:
 
 
 def _variables(template: dict, function: dict) -> dict:
-    return template["Globals"]["Function"]["Environment"]["Variables"] | function["Environment"]["Variables"]
+    return template["Globals"]["Function"]["Environment"]["Variables"] | function.get("Environment", {}).get(
+        "Variables", {}
+    )
 
 
 def test_functions_read_the_settings_the_code_reads_and_no_secret_is_in_their_configuration(template: dict) -> None:

@@ -5,8 +5,8 @@ reach in-process (each with its reason).
 The calls are collected from real flows on moto in-process through botocore event hooks (tests/aws_calls.py):
 the settings are built from the function's environment *as the template sets it* (so the secret is read through
 Secrets Manager as deployed), then the handler runs: process (create with and without a card, replay, a payload
-reused under the key, a decline and its replay, processor timeouts before and after the charge and the retries, a
-replay after the idempotency record expired), query (list, filters, pages, total, one payment, a missing one),
+reused under the key, a decline and its replay, processor timeouts before and after the charge and the retries),
+query (list, filters, pages, total, one payment, a missing one),
 reconcile (a settlement file that runs out of time, continues by invoking itself, and is delivered again).
 """
 
@@ -26,18 +26,19 @@ import pytest
 import yaml
 from moto import mock_aws
 
-from payment_examples import secrets
+from payment_examples import aws, secrets
 from payment_examples.checkout import Checkout
 from payment_examples.clock import FixedClock, SeededIds, SteppingClock
 from payment_examples.config import Settings, use_settings
-from payment_examples.handlers import process, query, reconcile
-from payment_examples.models import create_tables, get_models
+from payment_examples.handlers import process, query, reconcile, stream
+from payment_examples.models import bind_models, create_tables, get_models
 from payment_examples.payments import PaymentService
 from payment_examples.processor import Fault, LocalProcessor
+from payment_examples.projection import PaymentProjector
 from payment_examples.reconciliation import Reconciler
 from payment_examples.seed import seed_payments
 from payment_examples.settlement_generator import SettlementScenario, create_scenario_payments, settlement_bytes
-from payment_examples.utils.idempotency import IdempotencyMiddleware
+from payment_examples.stream import EventSourceConfig, StreamPoller
 from tests.api_events import api_event, token
 from tests.aws_calls import ACCOUNT, PARTITION, REGION, Call, observed_calls, permissions, table_arn
 
@@ -48,9 +49,14 @@ PARAMETERS = {"TablePrefix": "stack-", "SecretsName": "payments/keys", "Settleme
 KEYS = {"jwt_secret": "jwt-secret-held-in-secrets-manager-0123456789", "cursor_secret": "c" * 40}
 AUDIENCE = "payments-api"
 
-# Granted, though no flow here reaches them: (function, action, resource suffix) -> why. Empty today: every grant
-# is used by a flow above. An entry needs a reason (a path only a failure reaches) and a test that it is still granted.
-ALLOWED_UNOBSERVED: dict[tuple[str, str, str], str] = {}
+# Granted, though no flow here reaches them: (function, action, resource suffix) -> why. An entry needs a reason (a
+# path only a failure reaches) and a test that it is still granted.
+ALLOWED_UNOBSERVED: dict[tuple[str, str, str], str] = {
+    ("ProcessPaymentFunction", "dynamodb:GetItem", "table/stack-payments"): (
+        "a retry that loses the race to apply the processor's answer reads the payment as it is now "
+        "(checkout.Checkout.resolve); replays are answered from the failed put's ALL_OLD image"
+    ),
+}
 
 
 # -- the template, resolved the way CloudFormation would for PARAMETERS -------------------------------------------
@@ -189,18 +195,11 @@ def _run_process() -> list[Call]:
             assert post("card", payment_method="pm_card_visa") == 201
             assert post("declined", payment_method="pm_card_declined") == 402
             assert post("declined", payment_method="pm_card_declined") == 402  # the decline replayed
-            # The idempotency record expired (TTL deleted it): the payment itself answers the repeat.
-            with recorder.paused():
-                table = settings.table_name("idempotency")
-                client = boto3.client("dynamodb", region_name=REGION)
-                for item in client.scan(TableName=table)["Items"]:
-                    client.delete_item(TableName=table, Key={"key": item["key"]})
-            assert post("plain") == 201
             # Processor timeouts before and after the charge, each retried by the client.
             service = PaymentService(models=get_models(settings))
             processor = LocalProcessor(settings=settings)
             checkout = Checkout(service, processor, sleep=lambda _: None)
-            flaky = process.make_handler(service, IdempotencyMiddleware(settings=settings), checkout)
+            flaky = process.make_handler(service, checkout)
             for fault in (Fault.TIMEOUT_BEFORE, Fault.TIMEOUT_AFTER):
                 processor.inject(fault)
                 assert post(f"timeout-{fault}", flaky, payment_method="pm_card_visa") == 503
@@ -261,7 +260,7 @@ def _run_reconcile() -> list[Call]:
         clock = FixedClock(datetime(2026, 3, 1, tzinfo=UTC))
         with use_settings(settings), recorder.paused():
             create_scenario_payments(scenario)
-            # One payment with a transition behind it: settling it checks that transition's Transaction first.
+            # One payment with a transition behind it.
             service = PaymentService(models=get_models(settings), clock=clock)
             extra = service.create_payment("merchant-x", "idem-x", 500, "USD").payment
             service.authorize("merchant-x", extra.id, actor="test")
@@ -288,11 +287,40 @@ def _run_reconcile() -> list[Call]:
         return recorder.calls
 
 
+def _run_stream_consumer() -> list[Call]:
+    """The consumer's calls (in Lambda the event source mapping reads the stream, not the function): a payment's
+    changes, an out-of-band edit, and the same records delivered again to a fresh container."""
+    with mock_aws(), observed_calls() as recorder:
+        settings = _deployed_settings("StreamConsumerFunction", recorder)
+        writer = Settings(table_prefix=PARAMETERS["TablePrefix"])  # the API's writes, with clients of their own
+        with use_settings(writer), recorder.paused():
+            models = get_models(writer)
+            service = PaymentService(models=models)
+            payment = service.create_payment("merchant-1", "k-1", 1250, "USD").payment
+            service.authorize("merchant-1", payment.id, actor="api")
+            service.capture("merchant-1", payment.id, actor="api")
+            boto3.client("dynamodb", region_name=REGION).update_item(
+                TableName=models.payment.Meta.table_name, Key={"id": {"S": payment.id}},
+                UpdateExpression="SET amount = :a", ExpressionAttributeValues={":a": {"N": "1"}},
+            )  # fmt: skip
+            events: list[dict] = []
+            StreamPoller(models.payment.Meta.table_name, lambda event, _: events.append(event), settings=writer,
+                         config=EventSourceConfig(batch_size=2)).drain()  # fmt: skip
+        with use_settings(settings):
+            for event in events:
+                assert stream.handler(event, None) == {"batchItemFailures": []}
+            fresh = stream.make_handler(PaymentProjector(models=get_models(settings), settings=settings))
+            assert fresh(events[-1], None) == {"batchItemFailures": []}  # redelivered: reads the head
+        with use_settings(writer), recorder.paused():
+            assert sum(1 for _ in get_models(writer).audit.scan()) == 4
+        return recorder.calls
+
+
 # The module's fixture runs every handler's flows under a recording of its calls: seconds, not in make test-fast.
 pytestmark = pytest.mark.slow
 
 FLOWS = {"ProcessPaymentFunction": _run_process, "QueryPaymentsFunction": _run_query,
-         "ReconcileFunction": _run_reconcile}  # fmt: skip
+         "ReconcileFunction": _run_reconcile, "StreamConsumerFunction": _run_stream_consumer}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -300,7 +328,12 @@ def observed() -> dict[str, set[tuple[str, str]]]:
     """Per function, every (action, resource) its flows needed."""
     result = {}
     for function, flow in FLOWS.items():
+        # Each function in a container of its own: no model, client or projector cached by an earlier flow (two
+        # functions whose settings are equal would otherwise share clients hooked to the earlier recording).
         secrets._providers.clear()
+        bind_models.cache_clear()
+        aws._client.cache_clear()
+        stream._default_projector.cache_clear()
         result[function] = {need for call in flow() for need in permissions(call)}
     return result
 
@@ -336,11 +369,9 @@ def test_the_policy_grants_nothing_the_handler_did_not_use(observed: dict, funct
 def test_the_checks_catch_a_missing_grant_a_broader_one_and_another_table(observed: dict) -> None:
     function, needs = "ProcessPaymentFunction", observed["ProcessPaymentFunction"]
     grants = _grants(function, PARAMETERS)
-    idempotency = table_arn("stack-idempotency")
-    assert _denied(function, grants - {("dynamodb:DeleteItem", idempotency)}, needs) == [
-        ("dynamodb:DeleteItem", idempotency)
-    ]
-    assert _unused(function, grants | {("dynamodb:Scan", idempotency)}, needs) == [("dynamodb:Scan", idempotency)]
+    payments = table_arn("stack-payments")
+    assert _denied(function, grants - {("dynamodb:UpdateItem", payments)}, needs) == [("dynamodb:UpdateItem", payments)]
+    assert _unused(function, grants | {("dynamodb:Scan", payments)}, needs) == [("dynamodb:Scan", payments)]
     customers = ("dynamodb:GetItem", table_arn("stack-customers"))
     assert _unused(function, grants | {customers}, needs) == [customers]
     assert _denied(function, grants, needs | {("dynamodb:Query", table_arn("stack-payments", "by-merchant-created"))})
@@ -358,6 +389,7 @@ def test_the_flows_reached_every_service_the_functions_use(observed: dict) -> No
         "ProcessPaymentFunction": {"secretsmanager", "dynamodb"},
         "QueryPaymentsFunction": {"secretsmanager", "dynamodb"},
         "ReconcileFunction": {"dynamodb", "s3", "lambda"},
+        "StreamConsumerFunction": {"dynamodb"},
     }
 
 
@@ -383,7 +415,7 @@ def test_without_the_local_processor_no_ledger_table_and_no_grant_on_it() -> Non
 def test_only_the_api_functions_can_read_the_secret_and_only_that_secret() -> None:
     for function in FLOWS:
         secret_grants = {g for g in _grants(function, PARAMETERS) if g[0].startswith("secretsmanager:")}
-        if function == "ReconcileFunction":
+        if function in ("ReconcileFunction", "StreamConsumerFunction"):
             assert secret_grants == set()
         else:
             arn = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:payments/keys-??????"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from payment_examples.accounts import local_accounts
+from payment_examples.consumer import drain
 from payment_examples.errors import (
     PaymentMovedError,
     PaymentNotFoundError,
@@ -74,6 +75,7 @@ class TestMultiAccountPaymentFlow:
         with pytest.raises(PaymentNotFoundError):  # two accounts, not two tables in one: the default sees nothing
             PaymentService(models=bind_models(aws)).read_payment(M, captured.id)
 
+        drain(accounts.settings(A)), drain(accounts.settings(B))  # each account's consumer on its own stream
         trail_a = in_a.audit_trail(M, captured.id)
         trail_b = in_b.audit_trail(M, captured.id)
         assert [e.action for e in trail_a] == ["create", "authorize", "capture", "transfer-out"]

@@ -1,0 +1,59 @@
+"""The payments table's stream consumer: Transactions and audit entries projected from each change (projection.py).
+
+Deployed as a Lambda function with a DynamoDB Streams event source (``template.yaml``: ``ReportBatchItemFailures``,
+``BisectBatchOnFunctionError``, bounded retries and record age, an SQS on-failure destination); locally
+``stream.StreamPoller`` drives the same handler over the engine's stream. Records are handled with Powertools'
+``BatchProcessor``: a record that fails is reported in ``batchItemFailures`` and Lambda retries from it. Records
+of one payment keep their order: once one fails, the payment's later records in the batch fail too (unprocessed),
+so they are retried after it instead of being projected past it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
+
+from payment_examples.config import Settings, get_settings
+from payment_examples.errors import PaymentExamplesError
+from payment_examples.models import get_models
+from payment_examples.projection import PaymentProjector, Projected
+
+
+class BlockedRecordError(PaymentExamplesError):
+    """A record not projected because an earlier record of the same item failed in this batch."""
+
+
+@lru_cache(maxsize=8)
+def _default_projector(settings: Settings) -> PaymentProjector:
+    return PaymentProjector(models=get_models(settings), settings=settings)
+
+
+def make_handler(projector: PaymentProjector | None = None) -> Callable[[dict, Any], dict]:
+    """A handler bound to ``projector`` (default: built from the settings in force, once per container)."""
+
+    def handler(event: dict, context: Any) -> dict:
+        bound = projector or _default_projector(get_settings())
+        failed: set[str] = set()
+
+        def record_handler(record: DynamoDBRecord) -> Projected:
+            key = repr(sorted((record.raw_event.get("dynamodb") or {}).get("Keys", {}).items()))
+            if key in failed:
+                raise BlockedRecordError("an earlier record of this item failed in this batch")
+            try:
+                return bound.project(record)
+            except Exception:
+                failed.add(key)
+                raise
+
+        processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
+        return process_partial_response(event=event, record_handler=record_handler, processor=processor,
+                                        context=context)  # fmt: skip
+
+    return handler
+
+
+handler = make_handler()  # the Lambda entry point: payment_examples.handlers.stream.handler

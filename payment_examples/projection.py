@@ -1,0 +1,426 @@
+"""Transactions and the audit trail as projections of the payments table's stream.
+
+A create or a transition is ONE conditional write of the payment, and that write carries everything its audit entry
+and its Transaction are made of: the change itself, kept in ``Payment.transitions`` (who, why, the request id, the
+amount, the processor's or the settlement file's detail, and the version it produced, which links the entry into
+the payment's chain). This module turns each stream record of the payments table into
+
+* the payment's audit entry (event id ``v<version>``), with the field diff of the record's old and new images;
+* its Transaction (id derived from payment and version), for every change but the create;
+
+and both are idempotent per (payment, version): redelivery, retries and replays write nothing twice. The
+Transaction is written before the entry, so an entry present means its Transaction is too, and the entry at the
+chain's head is the consumer's position for the payment.
+
+What the stream alone would lose is covered from the item:
+
+* **A consumer behind by more than the stream keeps** (24 hours) sees, in the first record it gets for a payment,
+  the payment's last ``HISTORY_LIMIT`` changes, and writes the versions it missed from them before the record's
+  own; ``PaymentProjector.rebuild`` does the same for payments that have no record left at all (a scan). A gap
+  larger than the kept history is written as a ``projection-gap`` entry and logged as an error: the chain says
+  what it cannot show.
+* **A change not made through this package** (a raw ``UpdateItem``, a ``PutItem`` without a change record, a
+  delete) becomes an ``unattributed`` entry with what changed, and is logged as an error (the alarm): the
+  package's own writes always add a change record for the version they produce, or change only bookkeeping
+  (the processor call in flight, the settlement rows seen).
+
+Moves between accounts (``transfers.py``) still write their own entries; their records are skipped here.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer
+from pynamodb.exceptions import PutError
+
+from payment_examples.config import Settings
+from payment_examples.errors import CONDITIONAL_CHECK_FAILED, error_code
+from payment_examples.logs import logger
+from payment_examples.models import (
+    AuditEntry,
+    BoundModels,
+    Payment,
+    TransitionAttribute,
+    get_models,
+    transaction_id_for,
+)
+from payment_examples.utils.audit import SHOWN_FIELDS, UNATTRIBUTED, AuditRecord, AuditTracker
+
+GAP = "projection-gap"
+# Attributes the package changes without a new version (and without an audit entry): a change of only these is
+# the package's own bookkeeping, not an unattributed change.
+BOOKKEEPING = frozenset({
+    "updated_at", "processor_call", "processor_reference", "settlement", "settlement_rows", "merchant_status",
+})  # fmt: skip
+# What a payment's audit entries diff (the entry shows the values of SHOWN_FIELDS only).
+AUDITED_FIELDS = ("status", "amount", "currency", "captured_amount", "refunded_amount", "merchant_id",
+                  "customer_id", "description", "metadata")  # fmt: skip
+_deserialize = TypeDeserializer().deserialize
+
+
+def audit_entity(payment_id: str) -> str:
+    return f"payment#{payment_id}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Where a chain is: the key of its head entry
+
+
+def event_key(event_id: str | None) -> tuple[int, int, int]:
+    """The position an entry's event id stands for, in the order the payment's changes happened: ``v<n>`` (the
+    change that produced version n), ``out-v<n>`` (moved to another account at version n), ``x<n>-<seq>`` (an
+    unattributed change seen at version n, stream sequence number seq)."""
+    text = event_id or ""
+    try:
+        if text.startswith("v"):
+            return int(text[1:]), 0, 0
+        if text.startswith("out-v"):
+            return int(text[5:]), 1, 0
+        if text.startswith("x"):
+            version, _, seq = text[1:].partition("-")
+            return int(version), 2, int(seq)
+    except ValueError:
+        pass
+    return 0, 0, 0
+
+
+@dataclass(frozen=True)
+class Change:
+    """One stream record (or one stored item, in a rebuild), as the projector reads it."""
+
+    event: str  # INSERT, MODIFY, REMOVE (REBUILD: the item as stored, no record)
+    sequence: int
+    keys: dict[str, Any]
+    old: Mapping[str, Any] | None  # the images in DynamoDB's attribute-value form
+    new: Mapping[str, Any] | None
+
+    @classmethod
+    def from_record(cls, record: Any) -> Change:
+        """From a Lambda stream record: a Powertools ``DynamoDBRecord`` or the raw dict."""
+        raw = record.raw_event if hasattr(record, "raw_event") else record
+        data = raw["dynamodb"]
+        return cls(raw["eventName"], int(data["SequenceNumber"]), data.get("Keys") or {}, data.get("OldImage"),
+                   data.get("NewImage"))  # fmt: skip
+
+
+def _plain(image: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {name: _deserialize(value) for name, value in (image or {}).items()}
+
+
+def _payment(image: Mapping[str, Any] | None, Model: type[Payment]) -> Payment | None:
+    """The image as a payment, or None when it is not one this package could have written."""
+    if not image:
+        return None
+    try:
+        payment = Model.from_raw_data(dict(image))
+        int(payment.version or 0)
+    except Exception:  # an out-of-band write can store anything
+        return None
+    return payment
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The projector
+
+
+@dataclass(frozen=True)
+class Projected:
+    payment_id: str
+    audit: tuple[str, ...] = ()  # event ids of the entries written
+    transactions: tuple[int, ...] = ()  # versions whose Transaction was written
+    unattributed: bool = False
+
+
+class _Heads:
+    """The chain heads this consumer wrote last (bounded, thread-safe): Lambda delivers one shard's records to one
+    invocation at a time, so the head it wrote is normally still the head; a wrong guess costs a retry, never a
+    fork (the append is conditional on the entry's number)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._entries: OrderedDict[str, AuditRecord | None] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, entity: str) -> AuditRecord | None | object:
+        with self._lock:
+            return self._entries.get(entity, _UNKNOWN)
+
+    def put(self, entity: str, record: AuditRecord | None) -> None:
+        with self._lock:
+            self._entries[entity] = record
+            self._entries.move_to_end(entity)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+    def forget(self, entity: str) -> None:
+        with self._lock:
+            self._entries.pop(entity, None)
+
+
+_UNKNOWN = object()
+
+
+class PaymentProjector:
+    """Builds Transactions and audit entries from the payments table's changes (see the module's docstring)."""
+
+    def __init__(
+        self,
+        *,
+        models: BoundModels | None = None,
+        settings: Settings | None = None,
+        audit: AuditTracker | None = None,
+    ) -> None:
+        self._models = models
+        self._settings = settings
+        self.audit = audit or AuditTracker(models=models, settings=settings)
+        self._heads = _Heads()
+
+    @property
+    def models(self) -> BoundModels:
+        return self._models or get_models(self._settings)
+
+    # -- entry points ------------------------------------------------------------------------------------------
+
+    def project(self, record: Any) -> Projected:
+        """Project one stream record (the record handler of ``handlers/stream.py``)."""
+        return self.apply(Change.from_record(record))
+
+    def rebuild(self, *, segments: int = 1, segment: int = 0) -> Iterator[Projected]:
+        """Project every payment as stored (a scan, one segment of ``segments``): what a consumer stopped for
+        longer than the stream keeps runs once, beside the restarted consumer, to catch payments whose records
+        are all gone. Idempotent like the consumer: what is projected already is skipped."""
+        Model = self.models.payment
+        client = Model._get_connection().connection.client
+        kwargs: dict[str, Any] = {"TableName": Model.Meta.table_name, "ConsistentRead": True}
+        if segments > 1:
+            kwargs.update(Segment=segment, TotalSegments=segments)
+        for page in client.get_paginator("scan").paginate(**kwargs):
+            for item in page["Items"]:
+                yield self.apply(Change("REBUILD", 0, {"id": item["id"]}, None, item))
+
+    def catch_up(self, payment: Payment) -> Projected:
+        """Project what ``payment`` (as just read) holds and the chain does not yet: what a writer that appends to
+        the chain itself (a transfer) does first, so that its entry follows the payment's changes."""
+        return self.apply(Change("REBUILD", 0, {"id": {"S": payment.id}}, None, payment.serialize()))
+
+    def apply(self, change: Change) -> Projected:
+        Model = self.models.payment
+        payment_id = _deserialize((change.keys or {}).get("id") or (change.new or change.old or {})["id"])
+        entity = audit_entity(payment_id)
+        old, new = _payment(change.old, Model), _payment(change.new, Model)
+        if change.event == "REMOVE":
+            return self._unattributed(entity, payment_id, change, "delete", old)
+        if change.event == "REBUILD":
+            if new is not None and _attributed(None, new):
+                return self._project_versions(entity, new, None)
+            return Projected(payment_id)
+        if _is_transfer(change, old, new):
+            return Projected(payment_id)  # transfers.py writes these entries itself
+        if new is not None and _attributed(old, new):
+            return self._project_versions(entity, new, old)
+        if not _changed_beyond_bookkeeping(change.old, change.new):
+            return Projected(payment_id)  # bookkeeping, or a write that changed nothing
+        return self._unattributed(entity, payment_id, change, "change", new)
+
+    # -- the package's own changes -----------------------------------------------------------------------------
+
+    def _project_versions(self, entity: str, payment: Payment, old: Payment | None) -> Projected:
+        """Write what is missing up to ``payment``'s version: the versions after the chain's head (from the kept
+        history), then this one. Transactions first, then the entries."""
+        version = int(payment.version)
+        head = self._head(entity, assume_empty=old is None and version == 1)
+        head_version = _version_after(head)
+        if head_version >= version:
+            return Projected(payment.id)  # a redelivery: already projected
+        written, transactions = [], []
+        for number in range(head_version + 1, version + 1):
+            transition = payment.transition_at(number)
+            if transition is None:
+                head = self._gap(entity, payment, number, head)
+                written.append(head.event_id)
+                continue
+            if transition.type != "create":
+                self._put_transaction(payment, transition)
+                transactions.append(number)
+            create = transition.type == "create"
+            if number == version and (create or (old is not None and int(old.version) == version - 1)):
+                before, after, rebuilt = (None if create else _audited(old)), _audited(payment), False
+            else:  # from the kept change alone: the status it moved, and its amount
+                before = {"status": transition.from_status} if transition.from_status else None
+                after = {"status": transition.to_status, **({"amount": int(transition.amount)} if create else {})}
+                rebuilt = True
+            head = self._append(entity, transition, before, after, head, rebuilt=rebuilt)
+            written.append(head.event_id)
+        return Projected(payment.id, tuple(written), tuple(transactions))
+
+    def _append(
+        self,
+        entity: str,
+        transition: TransitionAttribute,
+        before: Mapping[str, Any] | None,
+        after: Mapping[str, Any] | None,
+        head: AuditRecord | None,
+        *,
+        rebuilt: bool,
+    ) -> AuditRecord:
+        detail: dict[str, str | int] = {}
+        if transition.detail is not None:
+            detail.update(transition.detail.as_dict())
+        if transition.amount and transition.type != "create":
+            detail["amount"] = int(transition.amount)
+        if rebuilt:
+            detail["rebuilt"] = "from the payment's kept history"
+        record = self.audit.track(
+            entity, transition.type, transition.actor, before=before, after=after, detail=detail,
+            request_id=transition.request_id, event_id=f"v{int(transition.version)}", known_head=head,
+            at=transition.at, recorded=lambda h: _version_after(h) >= int(transition.version),
+        )  # fmt: skip
+        self._heads.put(entity, record)
+        return record
+
+    def _put_transaction(self, payment: Payment, transition: TransitionAttribute) -> None:
+        Model = self.models.transaction
+        transaction = Model(
+            transaction_id_for(payment.id, int(transition.version)),
+            payment_id=payment.id,
+            merchant_id=payment.merchant_id,
+            payment_version=int(transition.version),
+            type=transition.type,
+            amount=transition.amount,
+            currency=payment.currency,
+            status="succeeded",
+            processed_at=transition.at,
+            audit_trail=[
+                AuditEntry(
+                    at=transition.at,
+                    actor=transition.actor,
+                    action=transition.type,
+                    from_status=transition.from_status,
+                    to_status=transition.to_status,
+                    detail=transition.reason,
+                )  # fmt: skip
+            ],
+        )
+        try:
+            transaction.save(condition=Model.id.does_not_exist())
+        except PutError as error:
+            if error_code(error) != CONDITIONAL_CHECK_FAILED:
+                raise  # else: written before (a redelivery whose entry had not been appended yet)
+
+    def _gap(self, entity: str, payment: Payment, version: int, head: AuditRecord | None) -> AuditRecord:
+        logger.error("audit projection gap: a change is no longer in the stream or the payment's history",
+                     payment_id=payment.id, version=version)  # fmt: skip
+        record = self.audit.track(
+            entity, GAP, UNATTRIBUTED, detail={"version": version, "reason": "not in the stream or the kept history"},
+            event_id=f"v{version}", known_head=head, at=payment.updated_at,
+            recorded=lambda h: _version_after(h) >= version,
+        )  # fmt: skip
+        self._heads.put(entity, record)
+        return record
+
+    # -- changes made elsewhere --------------------------------------------------------------------------------
+
+    def _unattributed(
+        self, entity: str, payment_id: str, change: Change, kind: str, payment: Payment | None
+    ) -> Projected:
+        version = _image_version(change.new if kind == "change" else change.old)
+        event_id = f"x{version}-{change.sequence}"
+        head = self._head(entity)
+        if event_key(head.event_id if head else None) >= event_key(event_id):
+            return Projected(payment_id)  # a redelivery
+        changes = _raw_changes(_plain(change.old), _plain(change.new))
+        logger.error("unattributed change to a payment", payment_id=payment_id, kind=kind, version=version,
+                     fields=[c["field"] for c in changes], sequence_number=str(change.sequence))  # fmt: skip
+        detail = {"kind": kind, "event": change.event, "sequence_number": str(change.sequence)}
+        fields = {c["field"]: c for c in changes}
+        record = self.audit.track(
+            entity, f"{UNATTRIBUTED}-{kind}", UNATTRIBUTED, detail=detail, event_id=event_id, known_head=head,
+            changes=[fields[name] for name in sorted(fields)],
+            recorded=lambda h: event_key(h.event_id if h else None) >= event_key(event_id),
+        )  # fmt: skip
+        self._heads.put(entity, record)
+        if kind == "delete":
+            self._heads.forget(entity)
+        return Projected(payment_id, (record.event_id,), (), unattributed=True)
+
+    # -- helpers -----------------------------------------------------------------------------------------------
+
+    def _head(self, entity: str, *, assume_empty: bool = False) -> AuditRecord | None:
+        known = self._heads.get(entity)
+        if known is not _UNKNOWN:
+            return known  # type: ignore[return-value]
+        if assume_empty:
+            return None  # a create's record: the chain is new (a wrong guess re-reads the head)
+        return self.audit.head(entity)
+
+
+def _version_after(head: AuditRecord | None) -> int:
+    """The last version the chain records (0: none; an unattributed delete starts over)."""
+    if head is None or head.action == f"{UNATTRIBUTED}-delete":
+        return 0
+    return event_key(head.event_id)[0]
+
+
+def _attributed(old: Payment | None, new: Payment) -> bool:
+    """Whether ``new`` was written by the package: a new version with the change that produced it."""
+    transition = new.last_transition
+    if transition is None or int(transition.version) != int(new.version):
+        return False
+    return old is None or int(new.version) > int(old.version)
+
+
+def _is_transfer(change: Change, old: Payment | None, new: Payment | None) -> bool:
+    if new is None or new.transfer is None:
+        return False
+    if old is None:
+        return True  # a copy arriving from another account
+    before = old.transfer.as_dict() if old.transfer is not None else None
+    return before != new.transfer.as_dict()
+
+
+def _image_version(image: Mapping[str, Any] | None) -> int:
+    value = _plain(image).get("version")
+    return int(value) if isinstance(value, int | Decimal) and value == int(value) else 0
+
+
+def _changed_beyond_bookkeeping(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> bool:
+    old, new = old or {}, new or {}
+    return any(old.get(name) != new.get(name) for name in set(old) | set(new) if name not in BOOKKEEPING)
+
+
+def _audited(payment: Payment) -> dict[str, Any]:
+    values = {name: getattr(payment, name) for name in AUDITED_FIELDS}
+    if values["metadata"] is not None:
+        values["metadata"] = values["metadata"].as_dict()
+    return values
+
+
+def _raw_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """What an out-of-band write changed: every attribute by name, values only for the shown fields that hold a
+    plain string, integer or boolean (an out-of-band write can store anything: nothing else is shown)."""
+    changes = []
+    for name in sorted(set(old) | set(new)):
+        before, after = old.get(name), new.get(name)
+        if before == after:
+            continue
+        if name in SHOWN_FIELDS and all(_showable(v) for v in (before, after)):
+            changes.append({"field": name, "from": _show(before), "to": _show(after)})
+        else:
+            changes.append({"field": name, "changed": True})
+    return changes
+
+
+def _showable(value: Any) -> bool:
+    if isinstance(value, Decimal):
+        return value == value.to_integral_value() and abs(value) < 10**18
+    return value is None or isinstance(value, str | bool | int)
+
+
+def _show(value: Any) -> Any:
+    return int(value) if isinstance(value, Decimal) else value
