@@ -56,10 +56,10 @@ TRIP_MERCHANT = "trip-merchant"
 CARD = {"amount": 1250, "currency": "USD", "payment_method": "pm_card_visa"}
 # The minimum round trips (payment_examples/load.py explains each): ours, plus the simulated processor's ledger put.
 MINIMUM = {
-    "create": "7 (claim, payment, create audit entry, payment update, its audit entry, Transaction, completion) "
-    "+ 1 processor ledger put (the simulated processor's, not ours)",
-    "replay": {"moto": "1 (the failed claim returns the record)",
-               "dynalite": "2 (dynalite ignores ReturnValuesOnConditionCheckFailure: the claim, then a GetItem)"},
+    "create": "2 (the payment's conditional put, recording the call about to be sent; the update applying the "
+    "answer) + 1 processor ledger put (the simulated processor's, not ours)",
+    "replay": {"moto": "1 (the payment's failed put returns the stored payment)",
+               "dynalite": "2 (dynalite ignores ReturnValuesOnConditionCheckFailure: the failed put, then a GetItem)"},
 }  # fmt: skip
 
 
