@@ -183,7 +183,7 @@ def put_new(payment: Payment) -> Payment | None:
             ReturnValuesOnConditionCheckFailure="ALL_OLD",
         )
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") != CONDITIONAL_CHECK_FAILED:
+        if error_code(error) != CONDITIONAL_CHECK_FAILED:
             raise
         item = error.response.get("Item")
         if item is None:
@@ -197,13 +197,6 @@ def _own_create(existing: Payment, ours: Payment) -> bool:
     same details, even at the same instant, carries another token."""
     first = existing.transitions[0] if existing.transitions else None
     return first is not None and first.version == 1 and first.write_token == ours.transitions[0].write_token
-
-
-def recorded(head: AuditRecord | None, version: int) -> bool:
-    """Whether a payment chain whose latest entry is ``head`` already records ``version``: its entries' event ids
-    end with the version they record (``v<n>``, ``out-v<n>``), and are appended in version order."""
-    number = (head.event_id or "").rpartition("v")[2] if head is not None else ""
-    return number.isdigit() and int(number) >= version
 
 
 def transfer_in_detail(payment: Payment) -> dict[str, str | int]:

@@ -235,7 +235,7 @@ class PaymentProjector:
         history), then this one. Transactions first, then the entries."""
         version = int(payment.version)
         head = self._head(entity, assume_empty=old is None and version == 1)
-        head_version = _version_after(head)
+        head_version = recorded_version(head)
         if head_version >= version:
             return Projected(payment.id)  # a redelivery: already projected
         written, transactions = [], []
@@ -279,7 +279,7 @@ class PaymentProjector:
         record = self.audit.track(
             entity, transition.type, transition.actor, before=before, after=after, detail=detail,
             request_id=transition.request_id, event_id=f"v{int(transition.version)}", known_head=head,
-            at=transition.at, recorded=lambda h: _version_after(h) >= int(transition.version),
+            at=transition.at, recorded=lambda h: recorded_version(h) >= int(transition.version),
         )  # fmt: skip
         self._heads.put(entity, record)
         return record
@@ -319,7 +319,7 @@ class PaymentProjector:
         record = self.audit.track(
             entity, GAP, UNATTRIBUTED, detail={"version": version, "reason": "not in the stream or the kept history"},
             event_id=f"v{version}", known_head=head, at=payment.updated_at,
-            recorded=lambda h: _version_after(h) >= version,
+            recorded=lambda h: recorded_version(h) >= version,
         )  # fmt: skip
         self._heads.put(entity, record)
         return record
@@ -360,8 +360,9 @@ class PaymentProjector:
         return self.audit.head(entity)
 
 
-def _version_after(head: AuditRecord | None) -> int:
-    """The last version the chain records (0: none; an unattributed delete starts over)."""
+def recorded_version(head: AuditRecord | None) -> int:
+    """The last payment version a chain whose latest entry is ``head`` records (0: none; an unattributed delete
+    starts over): entries are appended in version order, their event ids name it (``event_key``)."""
     if head is None or head.action == f"{UNATTRIBUTED}-delete":
         return 0
     return event_key(head.event_id)[0]

@@ -46,11 +46,10 @@ from payment_examples.payments import (
     PaymentService,
     audit_entity,
     audit_snapshot,
-    recorded,
     transfer_in_detail,
     update_unversioned,
 )
-from payment_examples.projection import PaymentProjector
+from payment_examples.projection import PaymentProjector, recorded_version
 from payment_examples.validation import identifier
 
 STEPS = ("copied", "committed", "source-audited", "activated", "target-audited")
@@ -199,7 +198,7 @@ def _audit_out(src: PaymentService, payment: Payment, actor: str, target_id: str
 def _audit_in(dst: PaymentService, arrived: Payment, actor: str) -> bool:
     entity = audit_entity(arrived.id)
     head = dst.audit.head(entity)
-    if recorded(head, arrived.version):
+    if recorded_version(head) >= arrived.version:
         return False
     dst.audit.track(
         entity, "transfer-in", actor, after=audit_snapshot(arrived), detail=transfer_in_detail(arrived),
