@@ -6,7 +6,12 @@
 * ``fingerprint``: a keyed HMAC of the *entire* PAN under a versioned key (req. 3.5.1.1), and the
   merchant-scoped ``card_index`` on the ``by-card`` index, find the same card on another customer.
 * A CVV is checked for shape and discarded: never stored, never logged (req. 3.3.1.2).
-* Revealing a card number (to send it to a processor) is recorded in the audit log before it is decrypted.
+* Adding and removing a card are each ONE conditional write carrying its record (``PaymentMethod.changes``); the
+  card's audit chain (``payment_method#<id>``) is projected from the table's stream (``projection.py``).
+  Removing a card deletes its number's ciphertext and its ``card_index`` in that write (the number is gone, not
+  hidden) and keeps a tombstone (brand, last four, expiry, history) that reads as not found.
+* Revealing a card number (to send it to a processor) is recorded before it is decrypted, on its customer's access
+  chain (``customers.access_entity``), in the request.
 """
 
 from __future__ import annotations
@@ -15,12 +20,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from pynamodb.exceptions import DeleteError, DoesNotExist
+from pynamodb.exceptions import DoesNotExist, UpdateError
 
 from payment_examples.encryption import Binding, card_fingerprint, validate_pan
 from payment_examples.errors import CONDITIONAL_CHECK_FAILED, NotFoundError, ValidationError, error_code
 from payment_examples.logs import logger
-from payment_examples.models import EncryptedField, created_key
+from payment_examples.models import ChangeAttribute, EncryptedField, created_key, keep_latest
+from payment_examples.projection import Subject
 from payment_examples.validation import identifier
 
 if TYPE_CHECKING:
@@ -116,11 +122,9 @@ class CardVault:
             encryption_key_id=encryptor.key_id,
             created_at=now,
             created_key=created_key(now, method_id),
+            changes=[ChangeAttribute(type="add-card", actor=actor, at=now, version=1)],
         )
-        method.save(condition=Model.id.does_not_exist())
-        self._customers.audit.track(
-            customer_entity(customer_id), "add-card", actor, after=_audited(method), detail={"method_id": method_id}
-        )
+        method.save(condition=Model.id.does_not_exist())  # the card and its record: the audit entry follows
         logger.info("payment method added", method_id=method_id, customer_id=customer_id, merchant_id=merchant_id,
                     brand=method.brand, actor=actor, same_card_customers=len(holders))  # fmt: skip
         return AddedPaymentMethod(_view(method), holders)
@@ -129,24 +133,35 @@ class CardVault:
         """The customer's cards, oldest first (nothing decrypted)."""
         self._customers._load(merchant_id, customer_id)
         Model = self._customers.models.payment_method
-        return [_view(m) for m in Model.by_customer.query(customer_id) if m.merchant_id == merchant_id]
+        found = Model.by_customer.query(customer_id)
+        return [_view(m) for m in found if m.merchant_id == merchant_id and m.removed_at is None]
 
     def remove(self, merchant_id: str, customer_id: str, method_id: str, *, actor: str) -> None:
+        """Remove the card: its number's ciphertext and its ``card_index`` go in one conditional update that also
+        records the removal; a tombstone (brand, last four, expiry, history) stays and reads as not found."""
         identifier("actor", actor)
         method = self._get(merchant_id, method_id)
         if method.customer_id != customer_id:
             raise PaymentMethodNotFoundError(method_id)
         Model = type(method)
-        before = _audited(method)
+        now = self._customers.clock.now()
+        change = ChangeAttribute(type="remove-card", actor=actor, at=now, version=int(method.version) + 1)
         try:
-            method.delete(condition=(Model.merchant_id == merchant_id) & (Model.customer_id == customer_id))
-        except DeleteError as error:
+            method.update(  # conditional on the version read too (PynamoDB's version condition)
+                actions=[
+                    Model.removed_at.set(now),
+                    Model.pan.remove(),
+                    Model.card_index.remove(),
+                    Model.changes.set(keep_latest(method.changes, change)),
+                ],  # fmt: skip
+                condition=(Model.merchant_id == merchant_id)
+                & (Model.customer_id == customer_id)
+                & Model.removed_at.does_not_exist(),
+            )
+        except UpdateError as error:
             if error_code(error) == CONDITIONAL_CHECK_FAILED:
-                raise PaymentMethodNotFoundError(method_id) from None
+                raise PaymentMethodNotFoundError(method_id) from None  # removed meanwhile (or changed: try again)
             raise
-        self._customers.audit.track(
-            customer_entity(customer_id), "remove-card", actor, before=before, detail={"method_id": method_id}
-        )
         logger.info("payment method removed", method_id=method_id, customer_id=customer_id, actor=actor)
 
     def reveal(self, merchant_id: str, method_id: str, *, actor: str, purpose: str) -> str:
@@ -169,20 +184,26 @@ class CardVault:
             method = self._customers.models.payment_method.get(method_id, consistent_read=True)
         except DoesNotExist:
             raise PaymentMethodNotFoundError(method_id) from None
-        if method.merchant_id != merchant_id:
+        if method.merchant_id != merchant_id or method.removed_at is not None:
             raise PaymentMethodNotFoundError(method_id)
         return method
 
 
-def customer_entity(customer_id: str) -> str:
-    return f"customer#{customer_id}"  # the card's events go on its customer's audit chain
+def audit_entity(method_id: str) -> str:
+    """The card's audit chain: its changes, projected from the payment-methods table's stream."""
+    return f"payment_method#{method_id}"
 
 
 def _audited(method: Any) -> dict[str, Any]:
-    """What a card's audit entries diff: brand, last four and expiry (shown), the card number's ciphertext
-    signature (shown only as changed)."""
-    return {"brand": method.brand, "last4": method.last4, "exp_month": int(method.exp_month),
-            "exp_year": int(method.exp_year), "pan": method.pan.s}  # fmt: skip
+    """What a card's audit entries diff: its customer, brand, last four and expiry (shown), the card number's
+    ciphertext signature (shown only as changed)."""
+    return {"customer_id": method.customer_id, "brand": method.brand, "last4": method.last4,
+            "exp_month": int(method.exp_month), "exp_year": int(method.exp_year),
+            "pan": method.pan.s if method.pan is not None else None}  # fmt: skip
+
+
+PAYMENT_METHODS = Subject("payment_method", lambda models: models.payment_method, audit_entity, _audited,
+                          creates=frozenset({"add-card"}))  # fmt: skip
 
 
 def _binding(method_id: str, merchant_id: str) -> Binding:

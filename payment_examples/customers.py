@@ -5,10 +5,14 @@ recorded.
 
 * ``create_customer`` stores the email as ciphertext bound to the new item and merchant, and its blind index on
   the ``by-email`` index; the clear email is never written or logged;
+* every change is ONE conditional write that carries its own record (``Customer.changes``: who, what, when, the
+  version it produced); the customer's audit chain (``customer#<id>``) is projected from the table's stream
+  (``projection.py``, as for payments), with the email shown only as changed. A change made outside the package
+  is caught there as ``unattributed``;
 * ``get_customer`` and ``find_customer_by_email`` decrypt, and record each decryption (who, when, which field, key
-  version, purpose) in the customer's hash-chained audit trail (``utils/audit.py``) *before* decrypting: no
-  record, no clear value. Creates, email changes and the card vault's changes and reveals go on the same chain
-  (``customer#<id>``), with the email and card number shown only as changed;
+  version, purpose) *before* decrypting, appended in the request to the customer's access chain
+  (``customer-access#<id>``, ``access_entity``): no record, no clear value. A read leaves no stream record, so
+  this is the one audit entry written in the request; the card vault's reveals go on the same chain;
 * ``find_customer_by_email`` queries the blind index under every key version of the keyring (the current first:
   lookups keep working while a rotation moves items forward), only ever reads the matching items, and only the
   merchant's own (the index is keyed by merchant, and the merchant is checked again);
@@ -38,7 +42,8 @@ from payment_examples.errors import (
     error_code,
 )
 from payment_examples.logs import logger
-from payment_examples.models import BoundModels, EncryptedField, created_key, get_models
+from payment_examples.models import BoundModels, ChangeAttribute, EncryptedField, created_key, get_models, keep_latest
+from payment_examples.projection import Subject
 from payment_examples.utils.audit import AuditTracker
 from payment_examples.validation import identifier
 
@@ -112,11 +117,10 @@ class CustomerService:
             updated_at=now,
             created_key=created_key(now, customer_id),
             encryption_key_id=self.encryptor.key_id,
+            changes=[ChangeAttribute(type="create", actor=actor, at=now, version=1)],
             **self._email_fields(customer_id, merchant_id, email),
         )
-        customer.save(condition=Model.id.does_not_exist())
-        # A new id's chain is empty: its first entry needs no head read (on moto, a query reads the whole table).
-        self.audit.track(audit_entity(customer_id), "create", actor, after=_audited(customer), known_head=None)
+        customer.save(condition=Model.id.does_not_exist())  # the create and its record: the audit entry follows
         logger.info("customer created", customer_id=customer_id, merchant_id=merchant_id, actor=actor)
         return self._view(customer, email)
 
@@ -129,16 +133,18 @@ class CustomerService:
         if expected_version is not None and customer.version != expected_version:
             raise VersionConflictError(customer_id, expected_version)
         Model = type(customer)
-        before = _audited(customer)
         fields = self._email_fields(customer_id, merchant_id, email)
+        now = self.clock.now()
+        change = ChangeAttribute(type="update-email", actor=actor, at=now, version=int(customer.version) + 1)
         try:
-            customer.update(
+            customer.update(  # conditional on the version read (PynamoDB's version condition) and the merchant
                 actions=[
                     Model.email.set(fields["email"]),
                     Model.email_index.set(fields["email_index"]),
                     Model.key_version.set(fields["key_version"]),
                     Model.encryption_key_id.set(self.encryptor.key_id),
-                    Model.updated_at.set(self.clock.now()),
+                    Model.updated_at.set(now),
+                    Model.changes.set(keep_latest(customer.changes, change)),
                 ],
                 condition=Model.merchant_id == merchant_id,
             )
@@ -146,7 +152,6 @@ class CustomerService:
             if error_code(error) == CONDITIONAL_CHECK_FAILED:
                 raise VersionConflictError(customer_id, customer.version) from None
             raise
-        self.audit.track(audit_entity(customer_id), "update-email", actor, before=before, after=_audited(customer))
         logger.info("customer email updated", customer_id=customer_id, merchant_id=merchant_id, actor=actor)
         return self._view(customer, email)
 
@@ -250,10 +255,10 @@ class CustomerService:
     def _record_access(
         self, customer_id: str, merchant_id: str, *, actor: str, purpose: str, field: str, version: str, **detail: str
     ) -> None:
-        """Append a decryption to the customer's audit trail; raises if it cannot be written (then nothing is
+        """Append a decryption to the customer's access chain; raises if it cannot be written (then nothing is
         decrypted)."""
         detail = {"field": field, "purpose": purpose, "key_version": version, "merchant_id": merchant_id, **detail}
-        self.audit.track(audit_entity(customer_id), "decrypt", actor, detail=detail)
+        self.audit.track(access_entity(customer_id), "decrypt", actor, detail=detail)
 
     @staticmethod
     def _view(customer: Any, email: str | None) -> CustomerView:
@@ -269,14 +274,22 @@ class CustomerService:
 
 
 def audit_entity(customer_id: str) -> str:
-    """The customer's audit chain: its own changes and decryptions, and those of its payment methods."""
+    """The customer's audit chain: its changes, projected from the customers table's stream."""
     return f"customer#{customer_id}"
+
+
+def access_entity(customer_id: str) -> str:
+    """The customer's access chain: every decryption of its email and of its cards' numbers, appended before it."""
+    return f"customer-access#{customer_id}"
 
 
 def _audited(customer: Any) -> dict[str, Any]:
     """What a customer's audit entries diff; ``email`` is the ciphertext's signature, shown only as changed."""
     return {"merchant_id": customer.merchant_id, "key_version": customer.key_version,
             "email": customer.email.s if customer.email is not None else None}  # fmt: skip
+
+
+CUSTOMERS = Subject("customer", lambda models: models.customer, audit_entity, _audited)
 
 
 def _binding(customer_id: str, merchant_id: str) -> Binding:

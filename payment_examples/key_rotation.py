@@ -4,7 +4,8 @@
 ``key_version`` is not the keyring's current version, decrypts its field (recorded in the audit log, purpose
 ``rotation``), re-encrypts it under the current KMS key and key version, and rewrites what depends on the key
 version (the email's blind index, the card's fingerprint and ``card_index``) in one update conditional on the
-item's version. So a rotation:
+item's version, which also records the change (``rotate-key``, projected onto the item's audit chain like every
+change). So a rotation:
 
 * keeps reads working throughout: the keyring still holds the old version and ``PAYMENT_KMS_PREVIOUS_KEY_IDS`` the
   old KMS key, and lookups by email or card try every key version;
@@ -28,7 +29,7 @@ from pynamodb.exceptions import DoesNotExist, UpdateError
 from payment_examples.encryption import Binding, blind_index, card_fingerprint
 from payment_examples.errors import CONDITIONAL_CHECK_FAILED, error_code
 from payment_examples.logs import logger
-from payment_examples.models import EncryptedField
+from payment_examples.models import ChangeAttribute, EncryptedField, keep_latest
 
 ACTOR = "key-rotation"
 MAX_ATTEMPTS = 5
@@ -86,8 +87,8 @@ def _pages(Model: Any, page_size: int) -> Iterator[Any]:
 
 def _with_retries(service: Any, Model: Any, item: Any, rotate: Callable, result: RotationResult) -> bool:
     for _ in range(MAX_ATTEMPTS):
-        if item.key_version == service.encryptor.keyring.current:
-            return False
+        if item.key_version == service.encryptor.keyring.current or getattr(item, "removed_at", None) is not None:
+            return False  # current already, or a removed card (its number is gone: nothing to rotate)
         try:
             rotate(service, item)
             return True
@@ -112,10 +113,19 @@ def _reencrypt(
     return clear, service.encryptor.encrypt(clear, binding)
 
 
+def _rotation(service: Any, item: Any) -> Any:
+    """The rotation's change record, carried in the item's update (the item's audit chain is projected from it)."""
+    target = service.encryptor.keyring.current
+    change = ChangeAttribute(type="rotate-key", actor=ACTOR, at=service.clock.now(), version=int(item.version) + 1,
+                             detail={"from_key_version": str(item.key_version), "to_key_version": target})  # fmt: skip
+    return type(item).changes.set(keep_latest(item.changes, change))
+
+
 def _rotate_customer(service: Any, customer: Any) -> None:
     Model = type(customer)
     actions = [Model.key_version.set(service.encryptor.keyring.current),
-               Model.encryption_key_id.set(service.encryptor.key_id)]  # fmt: skip
+               Model.encryption_key_id.set(service.encryptor.key_id), Model.updated_at.set(service.clock.now()),
+               _rotation(service, customer)]  # fmt: skip
     if customer.email is not None:
         binding = Binding(f"customer#{customer.id}", "email", customer.merchant_id, "email")
         clear, stored = _reencrypt(service, customer.email, binding, customer.id)
@@ -138,6 +148,7 @@ def _rotate_method(service: Any, method: Any) -> None:
             Model.encryption_key_id.set(service.encryptor.key_id),
             Model.fingerprint.set(fingerprint),
             Model.card_index.set(f"{method.merchant_id}#{fingerprint}"),
+            _rotation(service, method),
         ],
         condition=Model.merchant_id == method.merchant_id,
     )

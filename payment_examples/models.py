@@ -106,31 +106,58 @@ class MerchantStatusIndex(GlobalSecondaryIndex):
     created_key = UnicodeAttribute(range_key=True)
 
 
-class TransitionAttribute(MapAttribute):
-    """One change of the payment, written in the same conditional write as the change itself: everything its audit
-    entry and Transaction are made of (projection.py builds both from the table's stream). ``version`` is the
-    payment version it produced, so it links the entry into the payment's chain (entry ``v<n>`` follows
-    ``v<n-1>``). Stored under short names: the payment keeps its last few (``Payment.transitions``), and DynamoDB
-    bills attribute names by the byte on every write."""
+class ChangeAttribute(MapAttribute):
+    """One change of an item, written in the same conditional write as the change itself: everything its audit entry
+    is made of (projection.py builds it from the table's stream). ``version`` is the item version it produced, so
+    it links the entry into the item's chain (entry ``v<n>`` follows ``v<n-1>``). Stored under short names: an item
+    keeps its last few (``HISTORY_LIMIT``), and DynamoDB bills attribute names by the byte on every write."""
 
-    type = UnicodeAttribute(attr_name="t")  # create, authorize, capture, refund, void, fail, chargeback
-    amount = NumberAttribute(attr_name="a")
+    type = UnicodeAttribute(attr_name="t")  # e.g. create, update-email, rotate-key, add-card, remove-card
     actor = UnicodeAttribute(attr_name="by")
-    from_status = UnicodeAttribute(attr_name="f", null=True)  # None for the create
-    to_status = UnicodeAttribute(attr_name="s")
     at = UTCDateTimeAttribute()
-    reason = UnicodeAttribute(attr_name="r", null=True)
     version = NumberAttribute(attr_name="v")
     request_id = UnicodeAttribute(attr_name="rq", null=True)
     detail = MapAttribute(attr_name="d", null=True)  # string -> string: processor reference, settlement row...
+
+
+class TransitionAttribute(ChangeAttribute):
+    """One change of a payment (``ChangeAttribute``) with what its Transaction is made of too: the amount, the
+    status it moved from and to, the reason."""
+
+    amount = NumberAttribute(attr_name="a")
+    from_status = UnicodeAttribute(attr_name="f", null=True)  # None for the create
+    to_status = UnicodeAttribute(attr_name="s")
+    reason = UnicodeAttribute(attr_name="r", null=True)
     # The create's own put, told apart from a concurrent duplicate's: a random token, so a put whose answer was lost
     # (the SDK's retry then fails its condition) is recognised as ours, not answered as a replay.
     write_token = UnicodeAttribute(attr_name="w", null=True)
 
 
-# How many of its latest changes a payment keeps (``Payment.transitions``): what lets the stream's consumer
-# rebuild transitions whose records it never saw (a consumer stopped past the stream's 24 hours, projection.py).
+# How many of its latest changes an item keeps (``Payment.transitions``, ``Customer.changes``...): what lets the
+# stream's consumer rebuild changes whose records it never saw (a consumer stopped past the stream's 24 hours,
+# projection.py).
 HISTORY_LIMIT = 8
+
+
+def keep_latest(kept: list[Any] | None, change: Any) -> list[Any]:
+    """``kept`` with ``change`` appended, the oldest dropped beyond ``HISTORY_LIMIT``."""
+    return [*(kept or [])[-(HISTORY_LIMIT - 1) :], change]
+
+
+class KeepsChanges:
+    """An item that carries its latest changes (``history`` names the list attribute): what the projection reads."""
+
+    history: str = "changes"
+
+    @property
+    def last_change(self) -> ChangeAttribute | None:
+        """The change that produced the current version (None on an item written without one)."""
+        kept = getattr(self, self.history)
+        return kept[-1] if kept else None
+
+    def change_at(self, version: int) -> ChangeAttribute | None:
+        """The kept change that produced ``version``, if the item still holds it."""
+        return next((c for c in getattr(self, self.history) or () if int(c.version) == version), None)
 
 
 class SettlementAttribute(MapAttribute):
@@ -171,7 +198,9 @@ class ProcessorCallAttribute(MapAttribute):
     lease_until = UTCDateTimeAttribute(null=True)
 
 
-class Payment(Model):
+class Payment(KeepsChanges, Model):
+    history = "transitions"
+
     class Meta(_UnboundMeta):
         base_name = "payments"
         stream_view_type = NEW_AND_OLD_IMAGES
@@ -208,11 +237,11 @@ class Payment(Model):
     @property
     def last_transition(self) -> TransitionAttribute | None:
         """The change that produced the current version (None on an item written without one)."""
-        return self.transitions[-1] if self.transitions else None
+        return self.last_change  # type: ignore[return-value]
 
     def transition_at(self, version: int) -> TransitionAttribute | None:
         """The kept change that produced ``version``, if the payment still holds it."""
-        return next((t for t in self.transitions or () if int(t.version) == version), None)
+        return self.change_at(version)  # type: ignore[return-value]
 
     @property
     def live(self) -> bool:
@@ -287,7 +316,7 @@ class EncryptedField(MapAttribute):
     s = UnicodeAttribute()
 
 
-class Customer(Model):
+class Customer(KeepsChanges, Model):
     """A merchant's customer. The email is stored only as ciphertext (``email``, bound to this item and merchant);
     ``email_index`` is a blind index (keyed HMAC of the normalised email, scoped to the merchant, prefixed with its
     key version) so a customer can be found by email without storing it in clear. ``key_version``: the field-key
@@ -295,6 +324,7 @@ class Customer(Model):
 
     class Meta(_UnboundMeta):
         base_name = "customers"
+        stream_view_type = NEW_AND_OLD_IMAGES  # its audit chain is projected from the stream (projection.py)
 
     id = UnicodeAttribute(hash_key=True)
     merchant_id = UnicodeAttribute()
@@ -305,6 +335,7 @@ class Customer(Model):
     created_at = UTCDateTimeAttribute()
     updated_at = UTCDateTimeAttribute()
     created_key = UnicodeAttribute()
+    changes = ListAttribute(of=ChangeAttribute, null=True)  # the latest, oldest first (HISTORY_LIMIT)
     version = VersionAttribute()
 
     by_merchant = CustomerMerchantIndex()
@@ -330,7 +361,7 @@ class PaymentMethodCardIndex(GlobalSecondaryIndex):
     card_index = UnicodeAttribute(hash_key=True)
 
 
-class PaymentMethod(Model):
+class PaymentMethod(KeepsChanges, Model):
     """A card in the vault (its own table, so access to card data can be granted apart from customers). The card
     number is stored only encrypted (``pan``, bound to this item and merchant); ``fingerprint`` is a keyed HMAC of
     the entire number (PCI DSS v4.0 3.5.1.1) and ``card_index`` = ``<merchant>#<fingerprint>`` finds the same card
@@ -338,6 +369,7 @@ class PaymentMethod(Model):
 
     class Meta(_UnboundMeta):
         base_name = "payment-methods"
+        stream_view_type = NEW_AND_OLD_IMAGES  # its audit chain is projected from the stream (projection.py)
 
     id = UnicodeAttribute(hash_key=True)
     customer_id = UnicodeAttribute()
@@ -347,12 +379,14 @@ class PaymentMethod(Model):
     exp_month = NumberAttribute()
     exp_year = NumberAttribute()
     fingerprint = UnicodeAttribute()
-    card_index = UnicodeAttribute()
-    pan = EncryptedField()
+    card_index = UnicodeAttribute(null=True)  # removed with the card (it leaves the by-card index)
+    pan = EncryptedField(null=True)  # removed with the card: a removed card's number is gone, not hidden
     key_version = UnicodeAttribute()
     encryption_key_id = UnicodeAttribute()
     created_at = UTCDateTimeAttribute()
     created_key = UnicodeAttribute()
+    removed_at = UTCDateTimeAttribute(null=True)  # a removed card stays as a tombstone: brand, last four, history
+    changes = ListAttribute(of=ChangeAttribute, null=True)  # the latest, oldest first (HISTORY_LIMIT)
     version = VersionAttribute()
 
     by_customer = PaymentMethodCustomerIndex()

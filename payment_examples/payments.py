@@ -38,7 +38,6 @@ from payment_examples.errors import (
 )
 from payment_examples.logs import logger
 from payment_examples.models import (
-    HISTORY_LIMIT,
     TRANSFER_LIVE,
     BoundModels,
     Payment,
@@ -47,6 +46,7 @@ from payment_examples.models import (
     TransitionAttribute,
     created_key,
     get_models,
+    keep_latest,
     merchant_status_key,
     payment_id_for,
     transaction_id_for,
@@ -205,7 +205,7 @@ def transfer_in_detail(payment: Payment) -> dict[str, str | int]:
 
 def kept_history(payment: Payment, change: TransitionAttribute) -> list[TransitionAttribute]:
     """The payment's kept changes with ``change`` appended, the oldest dropped beyond ``HISTORY_LIMIT``."""
-    return [*(payment.transitions or [])[-(HISTORY_LIMIT - 1) :], change]
+    return keep_latest(payment.transitions, change)
 
 
 def _detail(values: Mapping[str, Any] | None) -> dict[str, str] | None:

@@ -1,4 +1,9 @@
-"""Transactions and the audit trail as projections of the payments table's stream.
+"""Transactions and the audit trail as projections of the tables' streams: payments, customers and payment methods.
+
+Each table is a ``Subject`` (which model, which chain, what an entry diffs; customers.py and card_vault.py define
+theirs) and has its ``Projector``; ``Projectors`` routes one Lambda function's records to them by event source.
+What follows is said of payments; customers and cards are the same without Transactions (their changes are kept
+in ``changes``, their chains are ``customer#<id>`` and ``payment_method#<id>``).
 
 A create or a transition is ONE conditional write of the payment, and that write carries everything its audit entry
 and its Transaction are made of: the change itself, kept in ``Payment.transitions`` (who, why, the request id, the
@@ -31,7 +36,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -45,6 +50,7 @@ from payment_examples.logs import logger
 from payment_examples.models import (
     AuditEntry,
     BoundModels,
+    ChangeAttribute,
     Payment,
     TransitionAttribute,
     get_models,
@@ -113,16 +119,45 @@ def _plain(image: Mapping[str, Any] | None) -> dict[str, Any]:
     return {name: _deserialize(value) for name, value in (image or {}).items()}
 
 
-def _payment(image: Mapping[str, Any] | None, Model: type[Payment]) -> Payment | None:
-    """The image as a payment, or None when it is not one this package could have written."""
+def _item(image: Mapping[str, Any] | None, Model: type[Any]) -> Any:
+    """The image as an item of ``Model``, or None when it is not one this package could have written."""
     if not image:
         return None
     try:
-        payment = Model.from_raw_data(dict(image))
-        int(payment.version or 0)
+        item = Model.from_raw_data(dict(image))
+        int(item.version or 0)
     except Exception:  # an out-of-band write can store anything
         return None
-    return payment
+    return item
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What is projected: one table's items
+
+
+@dataclass(frozen=True)
+class Subject:
+    """A table whose changes are projected: which model, which chain, what an entry diffs."""
+
+    kind: str  # "payment", "customer", "payment_method": the item's name in logs
+    model: Callable[[BoundModels], type[Any]]
+    entity: Callable[[str], str]  # the item's audit chain
+    audited: Callable[[Any], dict[str, Any]]  # what its entries diff
+    creates: frozenset[str] = frozenset({"create"})  # change types that create the item
+    bookkeeping: frozenset[str] = frozenset()  # attributes changed without a new version (see BOOKKEEPING)
+    transactions: bool = False  # payments: every change but the create is also a Transaction
+    transfers: bool = False  # payments: moves between accounts write their own entries (transfers.py)
+
+
+def _audited(payment: Payment) -> dict[str, Any]:
+    values = {name: getattr(payment, name) for name in AUDITED_FIELDS}
+    if values["metadata"] is not None:
+        values["metadata"] = values["metadata"].as_dict()
+    return values
+
+
+PAYMENTS = Subject("payment", lambda models: models.payment, audit_entity, _audited, bookkeeping=BOOKKEEPING,
+                   transactions=True, transfers=True)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -131,7 +166,7 @@ def _payment(image: Mapping[str, Any] | None, Model: type[Payment]) -> Payment |
 
 @dataclass(frozen=True)
 class Projected:
-    payment_id: str
+    item_id: str
     audit: tuple[str, ...] = ()  # event ids of the entries written
     transactions: tuple[int, ...] = ()  # versions whose Transaction was written
     unattributed: bool = False
@@ -166,16 +201,19 @@ class _Heads:
 _UNKNOWN = object()
 
 
-class PaymentProjector:
-    """Builds Transactions and audit entries from the payments table's changes (see the module's docstring)."""
+class Projector:
+    """Builds the audit entries (and for payments the Transactions) of one table's changes (see the module's
+    docstring)."""
 
     def __init__(
         self,
+        subject: Subject,
         *,
         models: BoundModels | None = None,
         settings: Settings | None = None,
         audit: AuditTracker | None = None,
     ) -> None:
+        self.subject = subject
         self._models = models
         self._settings = settings
         self.audit = audit or AuditTracker(models=models, settings=settings)
@@ -185,17 +223,30 @@ class PaymentProjector:
     def models(self) -> BoundModels:
         return self._models or get_models(self._settings)
 
+    @property
+    def Model(self) -> type[Any]:
+        return self.subject.model(self.models)
+
+    @property
+    def table_name(self) -> str:
+        return str(self.Model.Meta.table_name)
+
     # -- entry points ------------------------------------------------------------------------------------------
 
     def project(self, record: Any) -> Projected:
-        """Project one stream record (the record handler of ``handlers/stream.py``)."""
+        """Project one stream record (the record handler of ``handlers/stream.py``); a record of another table's
+        stream is refused (``ValueError``), never read as one of this table's items."""
+        raw = record.raw_event if hasattr(record, "raw_event") else record
+        source = raw.get("eventSourceARN")
+        if source and _table_of(source) != self.table_name:
+            raise ValueError(f"a record of {_table_of(source)!r}'s stream, not of {self.table_name!r}'s")
         return self.apply(Change.from_record(record))
 
     def rebuild(self, *, segments: int = 1, segment: int = 0) -> Iterator[Projected]:
-        """Project every payment as stored (a scan, one segment of ``segments``): what a consumer stopped for
-        longer than the stream keeps runs once, beside the restarted consumer, to catch payments whose records
-        are all gone. Idempotent like the consumer: what is projected already is skipped."""
-        Model = self.models.payment
+        """Project every item as stored (a scan, one segment of ``segments``): what a consumer stopped for longer
+        than the stream keeps runs once, beside the restarted consumer, to catch items whose records are all gone.
+        Idempotent like the consumer: what is projected already is skipped."""
+        Model = self.Model
         client = Model._get_connection().connection.client
         kwargs: dict[str, Any] = {"TableName": Model.Meta.table_name, "ConsistentRead": True}
         if segments > 1:
@@ -204,82 +255,84 @@ class PaymentProjector:
             for item in page["Items"]:
                 yield self.apply(Change("REBUILD", 0, {"id": item["id"]}, None, item))
 
-    def catch_up(self, payment: Payment) -> Projected:
-        """Project what ``payment`` (as just read) holds and the chain does not yet: what a writer that appends to
-        the chain itself (a transfer) does first, so that its entry follows the payment's changes."""
-        return self.apply(Change("REBUILD", 0, {"id": {"S": payment.id}}, None, payment.serialize()))
+    def catch_up(self, item: Any) -> Projected:
+        """Project what ``item`` (as just read) holds and the chain does not yet: what a writer that appends to the
+        chain itself (a transfer) does first, so that its entry follows the item's changes."""
+        return self.apply(Change("REBUILD", 0, {"id": {"S": item.id}}, None, item.serialize()))
 
     def apply(self, change: Change) -> Projected:
-        Model = self.models.payment
-        payment_id = _deserialize((change.keys or {}).get("id") or (change.new or change.old or {})["id"])
-        entity = audit_entity(payment_id)
-        old, new = _payment(change.old, Model), _payment(change.new, Model)
+        Model = self.Model
+        item_id = _deserialize((change.keys or {}).get("id") or (change.new or change.old or {})["id"])
+        entity = self.subject.entity(item_id)
+        old, new = _item(change.old, Model), _item(change.new, Model)
         if change.event == "REMOVE":
-            return self._unattributed(entity, payment_id, change, "delete", old)
+            return self._unattributed(entity, item_id, change, "delete")
         if change.event == "REBUILD":
             if new is not None and _attributed(None, new):
                 return self._project_versions(entity, new, None)
-            return Projected(payment_id)
-        if _is_transfer(change, old, new):
-            return Projected(payment_id)  # transfers.py writes these entries itself
+            return Projected(item_id)
+        if self.subject.transfers and _is_transfer(change, old, new):
+            return Projected(item_id)  # transfers.py writes these entries itself
         if new is not None and _attributed(old, new):
             return self._project_versions(entity, new, old)
-        if not _changed_beyond_bookkeeping(change.old, change.new):
-            return Projected(payment_id)  # bookkeeping, or a write that changed nothing
-        return self._unattributed(entity, payment_id, change, "change", new)
+        if not _changed_beyond(self.subject.bookkeeping, change.old, change.new):
+            return Projected(item_id)  # bookkeeping, or a write that changed nothing
+        return self._unattributed(entity, item_id, change, "change")
 
     # -- the package's own changes -----------------------------------------------------------------------------
 
-    def _project_versions(self, entity: str, payment: Payment, old: Payment | None) -> Projected:
-        """Write what is missing up to ``payment``'s version: the versions after the chain's head (from the kept
+    def _project_versions(self, entity: str, item: Any, old: Any) -> Projected:
+        """Write what is missing up to ``item``'s version: the versions after the chain's head (from the kept
         history), then this one. Transactions first, then the entries."""
-        version = int(payment.version)
+        version = int(item.version)
         head = self._head(entity, assume_empty=old is None and version == 1)
         head_version = recorded_version(head)
         if head_version >= version:
-            return Projected(payment.id)  # a redelivery: already projected
+            return Projected(item.id)  # a redelivery: already projected
         written, transactions = [], []
         for number in range(head_version + 1, version + 1):
-            transition = payment.transition_at(number)
-            if transition is None:
-                head = self._gap(entity, payment, number, head)
+            change = item.change_at(number)
+            if change is None:
+                head = self._gap(entity, item, number, head)
                 written.append(head.event_id)
                 continue
-            if transition.type != "create":
-                self._put_transaction(payment, transition)
+            create = change.type in self.subject.creates
+            if self.subject.transactions and not create:
+                self._put_transaction(item, change)
                 transactions.append(number)
-            create = transition.type == "create"
             if number == version and (create or (old is not None and int(old.version) == version - 1)):
-                before, after, rebuilt = (None if create else _audited(old)), _audited(payment), False
-            else:  # from the kept change alone: the status it moved, and its amount
-                before = {"status": transition.from_status} if transition.from_status else None
-                after = {"status": transition.to_status, **({"amount": int(transition.amount)} if create else {})}
+                audited = self.subject.audited
+                before, after, rebuilt = (None if create else audited(old)), audited(item), False
+            else:  # from the kept change alone: for a payment, the status it moved, and its amount
+                before, after = _from_kept(change, create)
                 rebuilt = True
-            head = self._append(entity, transition, before, after, head, rebuilt=rebuilt)
+            head = self._append(entity, change, before, after, head, rebuilt=rebuilt, create=create)
             written.append(head.event_id)
-        return Projected(payment.id, tuple(written), tuple(transactions))
+        return Projected(item.id, tuple(written), tuple(transactions))
 
     def _append(
         self,
         entity: str,
-        transition: TransitionAttribute,
+        change: ChangeAttribute,
         before: Mapping[str, Any] | None,
         after: Mapping[str, Any] | None,
         head: AuditRecord | None,
         *,
         rebuilt: bool,
+        create: bool,
     ) -> AuditRecord:
         detail: dict[str, str | int] = {}
-        if transition.detail is not None:
-            detail.update(transition.detail.as_dict())
-        if transition.amount and transition.type != "create":
-            detail["amount"] = int(transition.amount)
+        if change.detail is not None:
+            detail.update(change.detail.as_dict())
+        amount = getattr(change, "amount", None)
+        if amount and not create:
+            detail["amount"] = int(amount)
         if rebuilt:
-            detail["rebuilt"] = "from the payment's kept history"
+            detail["rebuilt"] = f"from the {self.subject.kind.replace('_', ' ')}'s kept history"
         record = self.audit.track(
-            entity, transition.type, transition.actor, before=before, after=after, detail=detail,
-            request_id=transition.request_id, event_id=f"v{int(transition.version)}", known_head=head,
-            at=transition.at, recorded=lambda h: recorded_version(h) >= int(transition.version),
+            entity, change.type, change.actor, before=before, after=after, detail=detail,
+            request_id=change.request_id, event_id=f"v{int(change.version)}", known_head=head,
+            at=change.at, recorded=lambda h: recorded_version(h) >= int(change.version),
         )  # fmt: skip
         self._heads.put(entity, record)
         return record
@@ -313,12 +366,13 @@ class PaymentProjector:
             if error_code(error) != CONDITIONAL_CHECK_FAILED:
                 raise  # else: written before (a redelivery whose entry had not been appended yet)
 
-    def _gap(self, entity: str, payment: Payment, version: int, head: AuditRecord | None) -> AuditRecord:
-        logger.error("audit projection gap: a change is no longer in the stream or the payment's history",
-                     payment_id=payment.id, version=version)  # fmt: skip
+    def _gap(self, entity: str, item: Any, version: int, head: AuditRecord | None) -> AuditRecord:
+        kind = self.subject.kind
+        logger.error(f"audit projection gap: a change is no longer in the stream or the {kind}'s history",
+                     **{f"{kind}_id": item.id}, version=version)  # fmt: skip
         record = self.audit.track(
             entity, GAP, UNATTRIBUTED, detail={"version": version, "reason": "not in the stream or the kept history"},
-            event_id=f"v{version}", known_head=head, at=payment.updated_at,
+            event_id=f"v{version}", known_head=head, at=getattr(item, "updated_at", None),
             recorded=lambda h: recorded_version(h) >= version,
         )  # fmt: skip
         self._heads.put(entity, record)
@@ -326,17 +380,17 @@ class PaymentProjector:
 
     # -- changes made elsewhere --------------------------------------------------------------------------------
 
-    def _unattributed(
-        self, entity: str, payment_id: str, change: Change, kind: str, payment: Payment | None
-    ) -> Projected:
+    def _unattributed(self, entity: str, item_id: str, change: Change, kind: str) -> Projected:
         version = _image_version(change.new if kind == "change" else change.old)
         event_id = f"x{version}-{change.sequence}"
         head = self._head(entity)
         if event_key(head.event_id if head else None) >= event_key(event_id):
-            return Projected(payment_id)  # a redelivery
+            return Projected(item_id)  # a redelivery
         changes = _raw_changes(_plain(change.old), _plain(change.new))
-        logger.error("unattributed change to a payment", payment_id=payment_id, kind=kind, version=version,
-                     fields=[c["field"] for c in changes], sequence_number=str(change.sequence))  # fmt: skip
+        subject = self.subject.kind
+        logger.error(f"unattributed change to a {subject.replace('_', ' ')}", **{f"{subject}_id": item_id},
+                     kind=kind, version=version, fields=[c["field"] for c in changes],
+                     sequence_number=str(change.sequence))  # fmt: skip
         detail = {"kind": kind, "event": change.event, "sequence_number": str(change.sequence)}
         fields = {c["field"]: c for c in changes}
         record = self.audit.track(
@@ -347,7 +401,7 @@ class PaymentProjector:
         self._heads.put(entity, record)
         if kind == "delete":
             self._heads.forget(entity)
-        return Projected(payment_id, (record.event_id,), (), unattributed=True)
+        return Projected(item_id, (record.event_id,), (), unattributed=True)
 
     # -- helpers -----------------------------------------------------------------------------------------------
 
@@ -360,6 +414,52 @@ class PaymentProjector:
         return self.audit.head(entity)
 
 
+class PaymentProjector(Projector):
+    """The payments table's projector: audit entries and Transactions."""
+
+    def __init__(
+        self,
+        *,
+        models: BoundModels | None = None,
+        settings: Settings | None = None,
+        audit: AuditTracker | None = None,
+    ) -> None:
+        super().__init__(PAYMENTS, models=models, settings=settings, audit=audit)
+
+
+class Projectors:
+    """Several tables' projectors behind one record handler: each record goes to its table's (named in the record's
+    ``eventSourceARN``), as one Lambda function with an event source per table receives them."""
+
+    def __init__(self, projectors: Iterable[Projector]) -> None:
+        self.by_table = {projector.table_name: projector for projector in projectors}
+
+    def project(self, record: Any) -> Projected:
+        raw = record.raw_event if hasattr(record, "raw_event") else record
+        table = _table_of(raw.get("eventSourceARN") or "")
+        projector = self.by_table.get(table)
+        if projector is None:
+            raise ValueError(f"no projector for the stream of table {table!r} (projecting {sorted(self.by_table)})")
+        return projector.project(record)
+
+
+def _table_of(arn: str) -> str:
+    """``arn:aws:dynamodb:<region>:<account>:table/<name>/stream/<label>`` -> ``<name>``."""
+    _, _, rest = arn.partition(":table/")
+    return rest.split("/", 1)[0]
+
+
+def _from_kept(change: ChangeAttribute, create: bool) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """What an entry rebuilt from a kept change can show: a payment's status move (and its amount on the create);
+    nothing of another item's fields (they are not kept)."""
+    to_status = getattr(change, "to_status", None)
+    if to_status is None:
+        return None, None
+    from_status = getattr(change, "from_status", None)
+    before = {"status": from_status} if from_status else None
+    return before, {"status": to_status, **({"amount": int(change.amount)} if create else {})}
+
+
 def recorded_version(head: AuditRecord | None) -> int:
     """The last payment version a chain whose latest entry is ``head`` records (0: none; an unattributed delete
     starts over): entries are appended in version order, their event ids name it (``event_key``)."""
@@ -368,10 +468,10 @@ def recorded_version(head: AuditRecord | None) -> int:
     return event_key(head.event_id)[0]
 
 
-def _attributed(old: Payment | None, new: Payment) -> bool:
+def _attributed(old: Any, new: Any) -> bool:
     """Whether ``new`` was written by the package: a new version with the change that produced it."""
-    transition = new.last_transition
-    if transition is None or int(transition.version) != int(new.version):
+    change = new.last_change
+    if change is None or int(change.version) != int(new.version):
         return False
     return old is None or int(new.version) > int(old.version)
 
@@ -390,16 +490,9 @@ def _image_version(image: Mapping[str, Any] | None) -> int:
     return int(value) if isinstance(value, int | Decimal) and value == int(value) else 0
 
 
-def _changed_beyond_bookkeeping(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> bool:
+def _changed_beyond(bookkeeping: frozenset[str], old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> bool:
     old, new = old or {}, new or {}
-    return any(old.get(name) != new.get(name) for name in set(old) | set(new) if name not in BOOKKEEPING)
-
-
-def _audited(payment: Payment) -> dict[str, Any]:
-    values = {name: getattr(payment, name) for name in AUDITED_FIELDS}
-    if values["metadata"] is not None:
-        values["metadata"] = values["metadata"].as_dict()
-    return values
+    return any(old.get(name) != new.get(name) for name in set(old) | set(new) if name not in bookkeeping)
 
 
 def _raw_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[dict[str, Any]]:

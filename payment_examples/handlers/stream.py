@@ -1,6 +1,8 @@
-"""The payments table's stream consumer: Transactions and audit entries projected from each change (projection.py).
+"""The stream consumer: audit entries (and a payment's Transactions) projected from each change (projection.py) of
+the payments, customers and payment-methods tables.
 
-Deployed as a Lambda function with a DynamoDB Streams event source (``template.yaml``: ``ReportBatchItemFailures``,
+Deployed as a Lambda function with a DynamoDB Streams event source per table (``template.yaml``: each record goes
+to its table's projector by its ``eventSourceARN``; ``ReportBatchItemFailures``,
 ``BisectBatchOnFunctionError``, bounded retries and record age, an SQS on-failure destination); locally
 ``stream.StreamPoller`` drives the same handler over the engine's stream. Records are handled with Powertools'
 ``BatchProcessor``: a record that fails is reported in ``batchItemFailures`` and Lambda retries from it. Records
@@ -20,27 +22,38 @@ from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import 
 from payment_examples.config import Settings, get_settings
 from payment_examples.errors import PaymentExamplesError
 from payment_examples.models import get_models
-from payment_examples.projection import PaymentProjector, Projected
+from payment_examples.projection import PaymentProjector, Projected, Projector, Projectors
 
 
 class BlockedRecordError(PaymentExamplesError):
     """A record not projected because an earlier record of the same item failed in this batch."""
 
 
-@lru_cache(maxsize=8)
-def _default_projector(settings: Settings) -> PaymentProjector:
-    return PaymentProjector(models=get_models(settings), settings=settings)
+def stream_projectors(settings: Settings) -> Projectors:
+    """The projector of every table whose stream the function consumes."""
+    from payment_examples.card_vault import PAYMENT_METHODS
+    from payment_examples.customers import CUSTOMERS
+
+    models = get_models(settings)
+    return Projectors([PaymentProjector(models=models, settings=settings),
+                       *(Projector(subject, models=models, settings=settings)
+                         for subject in (CUSTOMERS, PAYMENT_METHODS))])  # fmt: skip
 
 
-def make_handler(projector: PaymentProjector | None = None) -> Callable[[dict, Any], dict]:
-    """A handler bound to ``projector`` (default: built from the settings in force, once per container)."""
+_default_projectors = lru_cache(maxsize=8)(stream_projectors)
+
+
+def make_handler(projector: Projector | Projectors | None = None) -> Callable[[dict, Any], dict]:
+    """A handler bound to ``projector`` (default: every table's, built from the settings in force, once per
+    container)."""
 
     def handler(event: dict, context: Any) -> dict:
-        bound = projector or _default_projector(get_settings())
+        bound = projector or _default_projectors(get_settings())
         failed: set[str] = set()
 
         def record_handler(record: DynamoDBRecord) -> Projected:
-            key = repr(sorted((record.raw_event.get("dynamodb") or {}).get("Keys", {}).items()))
+            keys = (record.raw_event.get("dynamodb") or {}).get("Keys", {})
+            key = repr((record.raw_event.get("eventSourceARN"), sorted(keys.items())))
             if key in failed:
                 raise BlockedRecordError("an earlier record of this item failed in this batch")
             try:

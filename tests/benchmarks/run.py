@@ -48,8 +48,7 @@ from payment_examples.batch import DEFAULT_MAX_WORKERS, BatchOutcome, BatchPayme
 from payment_examples.clock import SeededIds
 from payment_examples.config import Settings, get_settings
 from payment_examples.consumer import drain
-from payment_examples.customers import CustomerService
-from payment_examples.customers import audit_entity as customer_entity
+from payment_examples.customers import CustomerService, access_entity
 from payment_examples.encryption import encryptor_for
 from payment_examples.handlers.process import make_handler
 from payment_examples.local import DYNALITE_DIR, local_aws
@@ -164,20 +163,6 @@ def _raw_audit_append(client: Any, table: str, item: dict[str, Any]) -> None:
     client.query(TableName=table, KeyConditionExpression="entity = :e", ConsistentRead=True, Limit=1,
                  ScanIndexForward=False, ExpressionAttributeValues={":e": item["entity"]})  # fmt: skip
     client.put_item(TableName=table, Item=item, ConditionExpression="attribute_not_exists(entity)")
-
-
-def _raw_audit_put(client: Any, table: str, item: dict[str, Any]) -> None:
-    """What ``AuditTracker.track`` sends when the head is known (a new chain's first entry, or the entry after one
-    this service appended): the conditional put alone."""
-    client.put_item(TableName=table, Item=item, ConditionExpression="attribute_not_exists(entity)")
-
-
-def _only_audit_entry(client: Any, table: str, entity: str) -> dict[str, Any]:
-    """The one entry of ``entity``'s audit chain, as stored (a template for raw appends)."""
-    response = client.query(TableName=table, KeyConditionExpression="entity = :e",
-                            ExpressionAttributeValues={":e": {"S": entity}})  # fmt: skip
-    [item] = response["Items"]
-    return item
 
 
 @contextlib.contextmanager
@@ -579,12 +564,12 @@ def _email(label: str, i: int) -> str:
 
 def customer_create_and_get(samples: int) -> list[Case]:
     """``CustomerService.create_customer`` (normalise, KMS envelope encryption with the data-key cache, binding
-    signature, blind index, one conditional put, the create's audit entry) against a raw conditional PutItem of the
-    equivalent item with the email in clear (no key version or KMS key id; its email index the clear email, so the
-    same index entries) and the same first audit entry (conditional PutItem), so the difference is the
-    encryption's; then ``get_customer`` (consistent GetItem, the audit entry: head Query +
-    conditional PutItem, signature check, decryption) of each created customer against a raw consistent GetItem of
-    the same item with the same audit calls (head Query + conditional PutItem of the same "decrypt" entry). Needs
+    signature, blind index, ONE conditional put carrying the change record: the audit entry is the stream
+    consumer's) against a raw conditional PutItem of the equivalent item with the email in clear (no key version or
+    KMS key id; its email index the clear email, so the same index entries), so the difference is the
+    encryption's; then ``get_customer`` (consistent GetItem, the access entry: head Query + conditional PutItem,
+    signature check, decryption) of each created customer against a raw consistent GetItem of the same item with
+    the same audit calls (head Query + conditional PutItem of the same "decrypt" entry on the access chain). Needs
     the engine's KMS key."""
     settings, client = get_settings(), dynamodb()
     service = CustomerService(settings, encryptor=encryptor_for(settings))
@@ -600,7 +585,6 @@ def customer_create_and_get(samples: int) -> list[Case]:
     template = {name: value for name, value in template.items() if name not in ("key_version", "encryption_key_id")}
     created_at = template["created_key"]["S"].split("#")[0]
     audit_table = service.models.audit.Meta.table_name
-    audit_item = _only_audit_entry(client, audit_table, customer_entity(template_id))
 
     raw_created: list[str] = []
 
@@ -613,19 +597,17 @@ def customer_create_and_get(samples: int) -> list[Case]:
                   "email": {"S": email}, "email_index": {"S": f"{merchant}#{email}"}},
             ConditionExpression="attribute_not_exists(id)",
         )  # fmt: skip
-        _raw_audit_put(client, audit_table, {**audit_item, "entity": {"S": customer_entity(item_id)}})
 
     counts: dict[str, str] = {}
     creates = measure_in_turn({"package": create, "raw": raw_create}, samples, counts=counts)
     create_case = case(CUSTOMER_CREATE, creates, counts,
-                       "conditional PutItem, same item with the email in clear, + conditional PutItem (first audit "
-                       "entry)",
+                       "conditional PutItem, same item with the email in clear",
                        "ours also encrypts (KMS via the data-key cache), signs and indexes the email")  # fmt: skip
 
     # The read's audit entry, as ours writes it (action "decrypt"), a template for the raw appends.
     service.get_customer(merchant, template_id, actor="bench", purpose="support")
     decrypt_entry = client.get_item(
-        TableName=audit_table, Key={"entity": {"S": customer_entity(template_id)}, "seq": {"N": "2"}}
+        TableName=audit_table, Key={"entity": {"S": access_entity(template_id)}, "seq": {"N": "1"}}
     )["Item"]
 
     def get(i: int) -> None:
@@ -635,8 +617,8 @@ def customer_create_and_get(samples: int) -> list[Case]:
     def raw_get(i: int) -> None:
         item_id = raw_created[i % len(raw_created)]
         client.get_item(TableName=table, Key={"id": {"S": item_id}}, ConsistentRead=True)
-        entity = {"S": customer_entity(item_id)}
-        [head] = client.query(
+        entity = {"S": access_entity(item_id)}
+        head = client.query(
             TableName=audit_table,
             KeyConditionExpression="entity = :e",
             ConsistentRead=True,
@@ -644,10 +626,11 @@ def customer_create_and_get(samples: int) -> list[Case]:
             ScanIndexForward=False,
             ExpressionAttributeValues={":e": entity},
         )["Items"]
+        seq = int(head[0]["seq"]["N"]) + 1 if head else 1
         client.put_item(
             TableName=audit_table,
             ConditionExpression="attribute_not_exists(entity)",
-            Item={**decrypt_entry, "entity": entity, "seq": {"N": str(int(head["seq"]["N"]) + 1)}},
+            Item={**decrypt_entry, "entity": entity, "seq": {"N": str(seq)}},
         )
         # fmt: skip
 

@@ -9,10 +9,12 @@ from dataclasses import replace
 import boto3
 import pytest
 
+from payment_examples.card_vault import audit_entity as card_entity
 from payment_examples.cli import main
 from payment_examples.clock import SeededIds
 from payment_examples.config import use_settings
-from payment_examples.customers import CustomerService
+from payment_examples.consumer import drain
+from payment_examples.customers import CustomerService, audit_entity
 from payment_examples.encryption import EncryptionError
 from payment_examples.key_rotation import rotate_keys
 from tests.conftest import V1_V2, scan_everything
@@ -90,6 +92,17 @@ def test_interrupted_then_resumed_then_idempotent(customers, population, rotated
     with pytest.raises(EncryptionError):
         old_only.get_customer(population[0].merchant_id, population[0].id, actor="a", purpose="support")
 
+    # each rotation was one write with its record: projected as a "rotate-key" entry, never as unattributed
+    assert drain().failed == 0
+    for person in population:
+        entries = list(service.audit.history(audit_entity(person.id)))
+        assert [(e.action, e.actor) for e in entries] == [("create", "signup"), ("rotate-key", "key-rotation")]
+        assert entries[1].detail == {"from_key_version": "v1", "to_key_version": "v2"}
+    for method in service.models.payment_method.scan():
+        actions = [e.action for e in service.audit.history(card_entity(method.id))]
+        assert actions == (["add-card", "rotate-key"] if method.id != added.method.id else ["add-card"])
+        assert service.audit.verify(card_entity(method.id)).ok
+
 
 def test_a_concurrent_change_is_not_overwritten(customers, population, rotated_settings, clock) -> None:
     service = CustomerService(rotated_settings, clock=clock, ids=SeededIds(7))
@@ -107,6 +120,13 @@ def test_a_concurrent_change_is_not_overwritten(customers, population, rotated_s
     assert result.rotated["customers"] == 5 and result.already_current == 1  # ...and found already current
     got = service.get_customer(changed[0].merchant_id, changed[0].id, actor="agent", purpose="support")
     assert got.email == "changed@example.com" and got.key_version == "v2"
+
+
+def test_a_removed_card_has_nothing_to_rotate(customers, population, rotated_settings, clock) -> None:
+    method = customers.payment_methods(population[0].merchant_id, population[0].id)[0]
+    customers.remove_payment_method(population[0].merchant_id, population[0].id, method.id, actor="customer")
+    result = rotate_keys(CustomerService(rotated_settings, clock=clock, ids=SeededIds(8)), page_size=100)
+    assert result.rotated == {"customers": 6, "payment_methods": 2} and result.already_current == 1
 
 
 def test_rotation_decryptions_are_audited(customers, population, rotated_settings, clock) -> None:

@@ -15,7 +15,7 @@ from payment_examples.consumer import Consumer, drain
 from payment_examples.handlers.stream import make_handler
 from payment_examples.models import HISTORY_LIMIT, BoundModels
 from payment_examples.payments import PaymentService
-from payment_examples.projection import PaymentProjector, audit_entity
+from payment_examples.projection import PaymentProjector, Projectors, audit_entity
 from payment_examples.stream import EventSourceConfig, StreamPoller
 
 M = "m-1"
@@ -103,7 +103,8 @@ def test_a_crash_between_commit_and_projection_is_projected_exactly_once(service
     drain()
     service.authorize(M, payment.id, actor="alice")
     consumer = Consumer()
-    real = consumer.projector.audit.track
+    projector = consumer.projectors.by_table[models.payment.Meta.table_name]
+    real = projector.audit.track
     calls = {"n": 0}
 
     def dies_once(*args: Any, **kwargs: Any):
@@ -112,7 +113,7 @@ def test_a_crash_between_commit_and_projection_is_projected_exactly_once(service
             raise RuntimeError("the container died")
         return real(*args, **kwargs)
 
-    consumer.projector.audit.track = dies_once  # type: ignore[method-assign]
+    projector.audit.track = dies_once  # type: ignore[method-assign]
     stats = consumer.drain()
     assert stats.failed == 0 and stats.retries >= 1
     assert chain(service, payment.id) == [("create", "v1"), ("authorize", "v2")]
@@ -133,7 +134,7 @@ def test_a_poison_record_is_bisected_out_and_the_rest_proceed(service: PaymentSe
 
     projector.apply = apply  # type: ignore[method-assign]
     config = EventSourceConfig(batch_size=100, maximum_retry_attempts=2)
-    consumer = Consumer(projector=projector, config=config, on_failure=failures.append)
+    consumer = Consumer(projectors=Projectors([projector]), config=config, on_failure=failures.append)
     consumer.drain()
     assert chain(service, ids[0]) == FULL and chain(service, ids[2]) == FULL
     assert chain(service, poison) == [("create", "v1")]  # its later records went to the on-failure destination
@@ -177,7 +178,7 @@ def test_a_consumer_stopped_past_the_retention_loses_no_change(aws, service: Pay
     assert chain(service, payment_id) == FULL
     assert chain(service, other) == []
     rebuilt = list(PaymentProjector(models=models).rebuild())
-    assert {p.payment_id for p in rebuilt if p.audit} == {other}
+    assert {p.item_id for p in rebuilt if p.audit} == {other}
     assert chain(service, other) == FULL
     assert counts(models) == (6, 8)
     assert all(service.audit.verify(audit_entity(i)).ok for i in (payment_id, other))

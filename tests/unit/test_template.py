@@ -71,6 +71,27 @@ def test_every_model_has_a_table_with_the_same_keys_indexes_and_ttl(template: di
             assert table["TimeToLiveSpecification"] == {"AttributeName": ttl.attr_name, "Enabled": True}
 
 
+def test_every_projected_table_has_a_stream_read_by_the_consumer(template: dict) -> None:
+    """A model that declares a stream (its audit chain is projected) has one in the template, and the consumer
+    function has an event source on it; no other table's stream is consumed."""
+    models = bind_models(Settings(table_prefix=""))
+    tables = _tables(template)
+    resources = {r["Properties"].get("TableName", {}).get("Fn::Sub", "").removeprefix("${TablePrefix}"): name
+                 for name, r in template["Resources"].items() if r["Type"] == "AWS::DynamoDB::Table"}  # fmt: skip
+    projected = {m.Meta.table_name for m in models.all() if getattr(m.Meta, "stream_view_type", None)}
+    assert projected == {"payments", "customers", "payment-methods"}
+    for name, table in tables.items():
+        spec = table.get("StreamSpecification")
+        assert spec == ({"StreamViewType": "NEW_AND_OLD_IMAGES"} if name in projected else None), name
+    events = template["Resources"]["StreamConsumerFunction"]["Properties"]["Events"].values()
+    consumed = {e["Properties"]["Stream"]["Fn::GetAtt"][0] for e in events if e["Type"] == "DynamoDB"}
+    assert consumed == {resources[name] for name in projected}
+    for event in events:
+        assert event["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+        assert event["Properties"]["BisectBatchOnFunctionError"] is True
+        assert "OnFailure" in event["Properties"]["DestinationConfig"]
+
+
 def test_the_card_vaults_index_projects_what_the_model_declares(template: dict) -> None:
     by_card = _tables(template)["payment-methods"]["GlobalSecondaryIndexes"][1]
     assert by_card["Projection"] == {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["customer_id"]}

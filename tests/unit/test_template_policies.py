@@ -16,6 +16,7 @@ import fnmatch
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,17 +31,19 @@ from payment_examples import aws, secrets
 from payment_examples.checkout import Checkout
 from payment_examples.clock import FixedClock, SeededIds, SteppingClock
 from payment_examples.config import Settings, use_settings
+from payment_examples.customers import CustomerService
+from payment_examples.encryption import create_kms_key
 from payment_examples.handlers import process, query, reconcile, stream
 from payment_examples.models import bind_models, create_tables, get_models
 from payment_examples.payments import PaymentService
 from payment_examples.processor import Fault, LocalProcessor
-from payment_examples.projection import PaymentProjector
 from payment_examples.reconciliation import Reconciler
 from payment_examples.seed import seed_payments
 from payment_examples.settlement_generator import SettlementScenario, create_scenario_payments, settlement_bytes
 from payment_examples.stream import EventSourceConfig, StreamPoller
 from tests.api_events import api_event, token
 from tests.aws_calls import ACCOUNT, PARTITION, REGION, Call, observed_calls, permissions, table_arn
+from tests.conftest import V1
 
 TEMPLATE = yaml.safe_load((Path(__file__).resolve().parents[2] / "template.yaml").read_text())
 STACK = "teststack"
@@ -288,12 +291,14 @@ def _run_reconcile() -> list[Call]:
 
 
 def _run_stream_consumer() -> list[Call]:
-    """The consumer's calls (in Lambda the event source mapping reads the stream, not the function): a payment's
-    changes, an out-of-band edit, and the same records delivered again to a fresh container."""
+    """The consumer's calls (in Lambda the event source mapping reads the streams, not the function): a payment's
+    changes, a customer's and a card's, an out-of-band edit, and the same records delivered again to a fresh
+    container."""
     with mock_aws(), observed_calls() as recorder:
         settings = _deployed_settings("StreamConsumerFunction", recorder)
-        writer = Settings(table_prefix=PARAMETERS["TablePrefix"])  # the API's writes, with clients of their own
+        writer = Settings(table_prefix=PARAMETERS["TablePrefix"], field_keys=V1)  # the API's, with its own clients
         with use_settings(writer), recorder.paused():
+            writer = replace(writer, kms_key_id=create_kms_key(writer))
             models = get_models(writer)
             service = PaymentService(models=models)
             payment = service.create_payment("merchant-1", "k-1", 1250, "USD").payment
@@ -303,16 +308,22 @@ def _run_stream_consumer() -> list[Call]:
                 TableName=models.payment.Meta.table_name, Key={"id": {"S": payment.id}},
                 UpdateExpression="SET amount = :a", ExpressionAttributeValues={":a": {"N": "1"}},
             )  # fmt: skip
+            customers = CustomerService(writer, models=models)
+            customer = customers.create_customer("merchant-1", "alice@example.com", actor="api")
+            customers.update_email("merchant-1", customer.id, "alice@example.org", actor="api")
+            card = customers.add_payment_method("merchant-1", customer.id, "4242424242424242", 12, 2030, actor="api")
+            customers.remove_payment_method("merchant-1", customer.id, card.method.id, actor="api")
             events: list[dict] = []
-            StreamPoller(models.payment.Meta.table_name, lambda event, _: events.append(event), settings=writer,
-                         config=EventSourceConfig(batch_size=2)).drain()  # fmt: skip
+            for model in (models.payment, models.customer, models.payment_method):
+                StreamPoller(model.Meta.table_name, lambda event, _: events.append(event), settings=writer,
+                             config=EventSourceConfig(batch_size=2)).drain()  # fmt: skip
         with use_settings(settings):
             for event in events:
                 assert stream.handler(event, None) == {"batchItemFailures": []}
-            fresh = stream.make_handler(PaymentProjector(models=get_models(settings), settings=settings))
+            fresh = stream.make_handler(stream.stream_projectors(settings))
             assert fresh(events[-1], None) == {"batchItemFailures": []}  # redelivered: reads the head
         with use_settings(writer), recorder.paused():
-            assert sum(1 for _ in get_models(writer).audit.scan()) == 4
+            assert sum(1 for _ in get_models(writer).audit.scan()) == 4 + 2 + 2
         return recorder.calls
 
 
@@ -333,7 +344,7 @@ def observed() -> dict[str, set[tuple[str, str]]]:
         secrets._providers.clear()
         bind_models.cache_clear()
         aws._client.cache_clear()
-        stream._default_projector.cache_clear()
+        stream._default_projectors.cache_clear()
         result[function] = {need for call in flow() for need in permissions(call)}
     return result
 
