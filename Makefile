@@ -29,8 +29,8 @@ lint: setup
 	$(BIN)/ruff check payment_examples tests notebooks
 	$(BIN)/ruff format --check payment_examples tests notebooks
 
-# Unit and integration tests, strict nbval over the committed notebooks, and a papermill run of every notebook
-# with the CI parameters (tests/notebooks). One pytest run, one summary line. The notebooks come first: the
+# Unit and integration tests, strict nbval over the committed notebooks, and papermill runs of two of them with
+# the CI parameters (tests/notebooks). One pytest run, one summary line. The notebooks come first: the
 # longest groups start first, so no worker is left with one at the end.
 test: setup lint
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope notebooks tests \
