@@ -85,4 +85,4 @@ clean:
 notebooks: setup
 	$(BIN)/ruff format notebooks
 	$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
-		--ExecutePreprocessor.kernel_manager_class=payment_examples.kernels.AsyncIpcKernelManager notebooks/*.ipynb
+		--ExecutePreprocessor.kernel_manager_class=payment_examples.reports.kernels.AsyncIpcKernelManager notebooks/*.ipynb
