@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from payment_examples.core.errors import PaymentExamplesError
+from payment_examples.core import PaymentExamplesError
 
 if TYPE_CHECKING:
     from payment_examples.core.config import Settings

@@ -33,13 +33,10 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from payment_examples.core import aws
-from payment_examples.core.clock import Clock, SystemClock
-from payment_examples.core.config import Settings, get_settings
+from payment_examples.core import Clock, Settings, SystemClock, aws, get_settings, logger
 from payment_examples.core.errors import AccountAccessError, ConfigurationError, UnknownAccountError
-from payment_examples.core.logs import logger
+from payment_examples.tables import BoundModels, bind_models
 from payment_examples.tables import models as _models
-from payment_examples.tables.models import BoundModels, bind_models
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # IAM: partition aws / aws-cn / aws-us-gov / ...; a path of printable segments; a role name of [\w+=,.@-]{1,64}.

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pynamodb.exceptions import DoesNotExist, PutError
 
 from payment_examples.accounts.registry import AccountRegistry
-from payment_examples.audit.projection import PaymentProjector, recorded_version
-from payment_examples.core.clock import Clock, SystemClock
+from payment_examples.audit import PaymentProjector, recorded_version
+from payment_examples.core import Clock, SystemClock, identifier, logger
 from payment_examples.core.errors import (
     CONDITIONAL_CHECK_FAILED,
     ConflictError,
@@ -41,8 +41,6 @@ from payment_examples.core.errors import (
     VersionConflictError,
     error_code,
 )
-from payment_examples.core.logs import logger
-from payment_examples.core.validation import identifier
 from payment_examples.payments.service import (
     PaymentService,
     audit_entity,

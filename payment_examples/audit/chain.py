@@ -39,8 +39,7 @@ from typing import Any, Protocol
 from botocore.exceptions import ClientError
 from pynamodb.exceptions import DoesNotExist, PutError
 
-from payment_examples.core.clock import Clock, IdFactory, RandomIds, SystemClock
-from payment_examples.core.config import Settings, get_settings
+from payment_examples.core import Clock, IdFactory, RandomIds, Settings, SystemClock, get_settings, identifier, logger
 from payment_examples.core.errors import (
     CONDITIONAL_CHECK_FAILED,
     ConfigurationError,
@@ -48,9 +47,7 @@ from payment_examples.core.errors import (
     ValidationError,
     error_code,
 )
-from payment_examples.core.logs import logger
-from payment_examples.core.validation import identifier
-from payment_examples.tables.models import BoundModels, get_models, sortable_time
+from payment_examples.tables import BoundModels, get_models, sortable_time
 
 GENESIS = "0" * 64
 UNATTRIBUTED = "unattributed"  # the actor of an entry that records a change made outside the package

@@ -45,9 +45,8 @@ from boto3.dynamodb.types import TypeDeserializer
 from pynamodb.exceptions import PutError
 
 from payment_examples.audit.chain import SHOWN_FIELDS, UNATTRIBUTED, AuditRecord, AuditTracker
-from payment_examples.core.config import Settings
+from payment_examples.core import Settings, logger
 from payment_examples.core.errors import CONDITIONAL_CHECK_FAILED, error_code
-from payment_examples.core.logs import logger
 from payment_examples.tables.models import (
     AuditEntry,
     BoundModels,

@@ -27,8 +27,7 @@ from typing import Protocol
 
 from pynamodb.exceptions import PutError
 
-from payment_examples.core.clock import Clock, IdFactory, RandomIds, SystemClock, name_based_id
-from payment_examples.core.config import Settings
+from payment_examples.core import Clock, IdFactory, RandomIds, Settings, SystemClock, identifier, name_based_id
 from payment_examples.core.errors import (
     CONDITIONAL_CHECK_FAILED,
     ConfigurationError,
@@ -37,7 +36,6 @@ from payment_examples.core.errors import (
     ValidationError,
     error_code,
 )
-from payment_examples.core.validation import identifier
 from payment_examples.tables.models import BoundModels, ProcessorCharge, get_models
 
 AUTHORIZE, CAPTURE, REFUND = "authorize", "capture", "refund"

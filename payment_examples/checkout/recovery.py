@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from payment_examples.checkout.service import Checkout
-from payment_examples.core.logs import logger
-from payment_examples.idempotency.middleware import IdempotencyMiddleware
-from payment_examples.tables.models import Payment
+from payment_examples.core import logger
+from payment_examples.idempotency import IdempotencyMiddleware
+from payment_examples.tables import Payment
 
 DEFAULT_OLDER_THAN = timedelta(minutes=5)
 _BATCH = 100

@@ -38,7 +38,7 @@ from payment_examples.checkout.processor import (
     processor_key,
     validate_payment_method,
 )
-from payment_examples.core.clock import Clock
+from payment_examples.core import Clock, logger
 from payment_examples.core.errors import (
     IdempotencyInProgressError,
     IllegalTransitionError,
@@ -47,10 +47,9 @@ from payment_examples.core.errors import (
     ProcessorUnavailableError,
     VersionConflictError,
 )
-from payment_examples.core.logs import logger
-from payment_examples.idempotency.middleware import FinalError
+from payment_examples.idempotency import FinalError
+from payment_examples.payments import Balances, Operation, PaymentStatus, plan_transition
 from payment_examples.payments.service import PaymentService, update_unversioned
-from payment_examples.payments.state_machine import Balances, Operation, PaymentStatus, plan_transition
 from payment_examples.tables.models import Payment, ProcessorCallAttribute, payment_id_for
 
 # Where a worker can stop (a crash, a kill): ``on_step`` is called after each; tests kill a real process there.

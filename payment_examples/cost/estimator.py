@@ -16,7 +16,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from payment_examples.core.errors import ConfigurationError
+from payment_examples.core import ConfigurationError
 from payment_examples.cost.capacity import (  # noqa: F401  (the issue's one import for sizes and capacity)
     batch_get_units,
     delete_units,

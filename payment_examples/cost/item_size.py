@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from payment_examples.core.errors import PaymentExamplesError
+from payment_examples.core import PaymentExamplesError
 
 TYPE_TAGS = frozenset({"S", "N", "B", "SS", "NS", "BS", "M", "L", "NULL", "BOOL"})
 MAX_DIGITS = 38  # DynamoDB numbers: up to 38 significant digits

@@ -22,10 +22,9 @@ from typing import Any, Protocol
 
 from pynamodb.exceptions import DoesNotExist, UpdateError
 
-from payment_examples.audit.projection import Subject
+from payment_examples.audit import Subject
+from payment_examples.core import identifier, logger
 from payment_examples.core.errors import CONDITIONAL_CHECK_FAILED, NotFoundError, ValidationError, error_code
-from payment_examples.core.logs import logger
-from payment_examples.core.validation import identifier
 from payment_examples.encryption.fields import Binding, card_fingerprint, validate_pan
 from payment_examples.tables.models import ChangeAttribute, EncryptedField, created_key, keep_latest
 

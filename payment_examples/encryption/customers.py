@@ -30,10 +30,8 @@ from typing import Any
 
 from pynamodb.exceptions import DoesNotExist, UpdateError
 
-from payment_examples.audit.chain import AuditTracker
-from payment_examples.audit.projection import Subject
-from payment_examples.core.clock import Clock, IdFactory, RandomIds, SystemClock
-from payment_examples.core.config import Settings, get_settings
+from payment_examples.audit import AuditTracker, Subject
+from payment_examples.core import Clock, IdFactory, RandomIds, Settings, SystemClock, get_settings, identifier, logger
 from payment_examples.core.errors import (
     CONDITIONAL_CHECK_FAILED,
     NotFoundError,
@@ -41,8 +39,6 @@ from payment_examples.core.errors import (
     VersionConflictError,
     error_code,
 )
-from payment_examples.core.logs import logger
-from payment_examples.core.validation import identifier
 from payment_examples.encryption.card_vault import AddedPaymentMethod, CardVault, PaymentMethodView, _purpose
 from payment_examples.encryption.fields import Binding, FieldEncryptor, blind_index, encryptor_for, normalise_email
 from payment_examples.tables.models import (

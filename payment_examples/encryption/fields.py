@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from payment_examples.core import ConfigurationError, PaymentExamplesError, ValidationError
 from payment_examples.core.config import check_key_versions, parse_key_versions
-from payment_examples.core.errors import ConfigurationError, PaymentExamplesError, ValidationError
 
 PURPOSES = frozenset({"email", "card", "signature", "blind-index", "fingerprint"})
 

@@ -26,8 +26,8 @@ from typing import Any
 
 from pynamodb.exceptions import DoesNotExist, UpdateError
 
+from payment_examples.core import logger
 from payment_examples.core.errors import CONDITIONAL_CHECK_FAILED, error_code
-from payment_examples.core.logs import logger
 from payment_examples.encryption.fields import Binding, blind_index, card_fingerprint
 from payment_examples.tables.models import ChangeAttribute, EncryptedField, keep_latest
 

@@ -41,8 +41,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from payment_examples.core.config import Settings, get_settings, pop_settings, push_settings
-from payment_examples.core.errors import ConfigurationError, EngineError
+from payment_examples.core import ConfigurationError, EngineError, Settings, get_settings, pop_settings, push_settings
 
 HOST = "127.0.0.1"
 LOCAL_ACCESS_KEY_ID = "testing"  # moto accepts any credentials; these map to its default account

@@ -23,9 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from payment_examples.core import aws
-from payment_examples.core.config import Settings, get_settings
-from payment_examples.core.logs import logger
+from payment_examples.core import Settings, aws, get_settings, logger
 
 StreamHandler = Callable[[dict, Any], dict | None]
 FailureDestination = Callable[[dict], None]

@@ -22,9 +22,8 @@ from dataclasses import dataclass
 
 import jwt
 
-from payment_examples.core.config import Settings
+from payment_examples.core import Settings, identifier
 from payment_examples.core.errors import AuthenticationError, ValidationError
-from payment_examples.core.validation import identifier
 
 MERCHANT_CLAIM = "merchant_id"
 ASYMMETRIC_ALGORITHMS = ("RS256", "ES256")

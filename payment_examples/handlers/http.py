@@ -10,6 +10,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent, APIGatewayProxyEventV2
 
+from payment_examples.core import logger
 from payment_examples.core.errors import (
     EngineUnavailableError,
     MethodNotAllowedError,
@@ -18,7 +19,6 @@ from payment_examples.core.errors import (
     ValidationError,
     is_retryable,
 )
-from payment_examples.core.logs import logger
 
 ApiEvent = APIGatewayProxyEvent | APIGatewayProxyEventV2
 PROBLEM_TYPE_BASE = "https://payment-examples.dev/problems/"

@@ -29,17 +29,24 @@ from datetime import timedelta
 from functools import lru_cache
 from typing import Any
 
+from payment_examples.checkout import Checkout
 from payment_examples.checkout.processor import processor_for, validate_payment_method
-from payment_examples.checkout.service import Checkout
-from payment_examples.core.config import Settings, get_settings, require_api_settings
+from payment_examples.core import (
+    Settings,
+    currency_exponent,
+    get_settings,
+    identifier,
+    logger,
+    metadata,
+    optional_text,
+    require_api_settings,
+    validate_amount,
+)
 from payment_examples.core.errors import MethodNotAllowedError, ValidationError
-from payment_examples.core.logs import logger
-from payment_examples.core.money import currency_exponent, validate_amount
-from payment_examples.core.validation import identifier, metadata, optional_text
 from payment_examples.handlers.auth import merchant_identity
 from payment_examples.handlers.http import error_response, header, json_response, parse_event, payment_json
 from payment_examples.payments.service import MAX_DESCRIPTION_LENGTH, PaymentService
-from payment_examples.tables.models import get_models
+from payment_examples.tables import get_models
 
 MAX_BODY_BYTES = 16 * 1024
 FIELDS = frozenset({"amount", "currency", "customer_id", "description", "metadata", "payment_method"})

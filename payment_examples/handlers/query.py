@@ -29,14 +29,12 @@ from urllib.parse import unquote
 
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
-from payment_examples.core.config import Settings, get_settings, require_api_settings
+from payment_examples.core import Settings, get_settings, identifier, require_api_settings
 from payment_examples.core.errors import MethodNotAllowedError, NotFoundError, ValidationError
-from payment_examples.core.validation import identifier
 from payment_examples.handlers.auth import merchant_identity
 from payment_examples.handlers.http import ApiEvent, error_response, header, json_response, parse_event, payment_json
-from payment_examples.payments.pagination import get_merchant_payments
-from payment_examples.payments.service import PaymentService
-from payment_examples.tables.models import get_models
+from payment_examples.payments import PaymentService, get_merchant_payments
+from payment_examples.tables import get_models
 
 MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 50

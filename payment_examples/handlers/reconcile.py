@@ -36,12 +36,9 @@ from urllib.parse import unquote_plus
 from aws_lambda_powertools.utilities.data_classes import S3Event
 from botocore.exceptions import ClientError
 
-from payment_examples.core.aws import client
-from payment_examples.core.config import Settings, get_settings
-from payment_examples.core.errors import PaymentExamplesError
-from payment_examples.core.logs import logger
+from payment_examples.core import PaymentExamplesError, Settings, client, get_settings, logger
+from payment_examples.reconciliation import SettlementFileError
 from payment_examples.reconciliation.reconciler import Outcome, Reconciler, S3ReportSink, S3Source, run_reconciliation
-from payment_examples.reconciliation.settlement_file import SettlementFileError
 
 CONTINUATION = "payment_examples_continuation"
 MAX_CONTINUATIONS = 1000

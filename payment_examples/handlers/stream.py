@@ -19,10 +19,9 @@ from typing import Any
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 
-from payment_examples.audit.projection import PaymentProjector, Projected, Projector, Projectors
-from payment_examples.core.config import Settings, get_settings
-from payment_examples.core.errors import PaymentExamplesError
-from payment_examples.tables.models import get_models
+from payment_examples.audit import PaymentProjector, Projected, Projector, Projectors
+from payment_examples.core import PaymentExamplesError, Settings, get_settings
+from payment_examples.tables import get_models
 
 
 class BlockedRecordError(PaymentExamplesError):

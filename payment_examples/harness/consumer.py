@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import threading
 
-from payment_examples.audit.projection import Projectors
-from payment_examples.core.config import Settings, get_settings
+from payment_examples.audit import Projectors
+from payment_examples.core import Settings, get_settings
 from payment_examples.engine.stream import (
     DeliveryStats,
     EventSourceConfig,
@@ -21,7 +21,7 @@ from payment_examples.engine.stream import (
     stream_arn,
 )
 from payment_examples.handlers.stream import make_handler, stream_projectors
-from payment_examples.tables.models import get_models
+from payment_examples.tables import get_models
 
 
 class Consumer:

@@ -21,21 +21,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from payment_examples.core.aws import client as aws_client
-from payment_examples.core.aws import dynamodb
-from payment_examples.core.clock import Clock, SteppingClock
-from payment_examples.core.config import Settings, get_settings
+from payment_examples.core import Clock, Settings, SteppingClock, dynamodb, get_settings
+from payment_examples.core import client as aws_client
+from payment_examples.cost import CapacityTracker, WorkloadMetrics
 from payment_examples.cost import capacity as rules
 from payment_examples.cost.capacity import item_storage_bytes
-from payment_examples.cost.estimator import WorkloadMetrics
 from payment_examples.cost.item_size import item_size
-from payment_examples.cost.tracker import CapacityTracker
 from payment_examples.handlers.auth import MERCHANT_CLAIM
 from payment_examples.handlers.process import make_handler as make_process_handler
 from payment_examples.harness.consumer import Consumer
-from payment_examples.payments.service import PaymentService
-from payment_examples.reconciliation.settlement_file import HEADER
-from payment_examples.tables.models import get_models
+from payment_examples.payments import PaymentService
+from payment_examples.reconciliation import HEADER
+from payment_examples.tables import get_models
 
 # "project": the stream's consumer writing every change's Transaction and audit entry (one drain at the end: in
 # Lambda it runs as records arrive, with the same writes).

@@ -39,11 +39,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from payment_examples.core import aws
-from payment_examples.core.config import Settings, get_settings
-from payment_examples.core.logs import logger
-from payment_examples.core.measure import percentile
-from payment_examples.tables.models import get_models, payment_id_for
+from payment_examples.core import Settings, aws, get_settings, logger, percentile
+from payment_examples.tables import get_models, payment_id_for
 
 PERCENTILES = {"p50": 50, "p95": 95, "p99": 99}
 REPLAYED_HEADER = "Idempotent-Replayed"

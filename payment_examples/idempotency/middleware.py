@@ -29,9 +29,7 @@ from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError
 
-from payment_examples.core import aws
-from payment_examples.core.clock import Clock, IdFactory, RandomIds, SystemClock
-from payment_examples.core.config import Settings
+from payment_examples.core import Clock, IdFactory, RandomIds, Settings, SystemClock, aws, identifier, logger
 from payment_examples.core.errors import (
     CONDITIONAL_CHECK_FAILED,
     IdempotencyInProgressError,
@@ -40,10 +38,8 @@ from payment_examples.core.errors import (
     IdempotencyResultError,
     ValidationError,
 )
-from payment_examples.core.logs import logger
-from payment_examples.core.validation import identifier
 from payment_examples.idempotency import codec
-from payment_examples.tables.models import get_models
+from payment_examples.tables import get_models
 
 T = TypeVar("T")
 

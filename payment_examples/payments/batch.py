@@ -38,6 +38,8 @@ from enum import StrEnum
 from pynamodb.exceptions import PynamoDBException, TransactWriteError
 from pynamodb.transactions import TransactWrite
 
+from payment_examples.core import currency_exponent, identifier, logger, optional_text, validate_amount
+from payment_examples.core import metadata as validate_metadata
 from payment_examples.core.errors import (
     THROTTLING_CODES,
     ConfigurationError,
@@ -46,10 +48,6 @@ from payment_examples.core.errors import (
     error_code,
     is_retryable,
 )
-from payment_examples.core.logs import logger
-from payment_examples.core.money import currency_exponent, validate_amount
-from payment_examples.core.validation import identifier, optional_text
-from payment_examples.core.validation import metadata as validate_metadata
 from payment_examples.payments.service import MAX_DESCRIPTION_LENGTH, PaymentService
 from payment_examples.payments.state_machine import PaymentStatus
 from payment_examples.tables.models import (

@@ -48,13 +48,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from payment_examples.core import aws
-from payment_examples.core.config import Settings, get_settings
-from payment_examples.core.errors import ConfigurationError, ValidationError
+from payment_examples.core import ConfigurationError, Settings, ValidationError, aws, get_settings, identifier
 from payment_examples.core.money import MAX_AMOUNT, currency_exponent
-from payment_examples.core.validation import identifier
 from payment_examples.payments.state_machine import PaymentStatus
-from payment_examples.tables.models import Payment, get_models, merchant_status_key, sortable_time
+from payment_examples.tables import Payment, get_models, merchant_status_key, sortable_time
 
 CURSOR_VERSION = 1
 MAX_LIMIT = 1000

@@ -14,12 +14,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from payment_examples.core.clock import Clock, IdFactory, SeededIds, SteppingClock
-from payment_examples.core.config import Settings
-from payment_examples.core.money import currency_exponent, validate_amount
-from payment_examples.core.validation import identifier
+from payment_examples.core import (
+    Clock,
+    IdFactory,
+    SeededIds,
+    Settings,
+    SteppingClock,
+    currency_exponent,
+    identifier,
+    validate_amount,
+)
 from payment_examples.payments.state_machine import PaymentStatus
-from payment_examples.tables.models import Payment, created_key, get_models, merchant_status_key, payment_id_for
+from payment_examples.tables import Payment, created_key, get_models, merchant_status_key, payment_id_for
 
 S = PaymentStatus
 # Roughly what a live merchant looks like: mostly captured, a tail of everything else (11 entries, cycled).

@@ -24,10 +24,20 @@ from pynamodb.exceptions import DoesNotExist, UpdateError
 from pynamodb.expressions.condition import And, Condition
 from pynamodb.expressions.update import Action
 
-from payment_examples.audit.chain import AuditRecord, AuditTracker
-from payment_examples.audit.projection import AUDITED_FIELDS, audit_entity
-from payment_examples.core.clock import Clock, IdFactory, RandomIds, SystemClock
-from payment_examples.core.config import Settings
+from payment_examples.audit import AUDITED_FIELDS, AuditRecord, AuditTracker, audit_entity
+from payment_examples.core import (
+    Clock,
+    IdFactory,
+    RandomIds,
+    Settings,
+    SystemClock,
+    currency_exponent,
+    identifier,
+    logger,
+    optional_text,
+    validate_amount,
+)
+from payment_examples.core import metadata as validate_metadata
 from payment_examples.core.errors import (
     CONDITIONAL_CHECK_FAILED,
     DuplicatePaymentError,
@@ -38,10 +48,6 @@ from payment_examples.core.errors import (
     VersionConflictError,
     error_code,
 )
-from payment_examples.core.logs import logger
-from payment_examples.core.money import currency_exponent, validate_amount
-from payment_examples.core.validation import identifier, optional_text
-from payment_examples.core.validation import metadata as validate_metadata
 from payment_examples.payments.state_machine import Balances, Operation, PaymentStatus, plan_transition
 from payment_examples.tables.models import (
     TRANSFER_LIVE,

@@ -15,8 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from payment_examples.core.errors import IllegalTransitionError, ValidationError
-from payment_examples.core.money import validate_amount
+from payment_examples.core import IllegalTransitionError, ValidationError, validate_amount
 
 
 class PaymentStatus(StrEnum):

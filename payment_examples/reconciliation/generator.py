@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TextIO
 
-from payment_examples.core.config import Settings
-from payment_examples.payments.state_machine import PaymentStatus
+from payment_examples.core import Settings
+from payment_examples.payments import PaymentStatus
 from payment_examples.reconciliation.settlement_file import COLUMNS
 from payment_examples.tables.models import (
     TransitionAttribute,

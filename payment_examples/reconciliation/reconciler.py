@@ -50,13 +50,11 @@ from typing import Any, BinaryIO, Protocol
 from botocore.exceptions import ClientError
 from pynamodb.exceptions import DoesNotExist
 
-from payment_examples.core.aws import client as aws_client
-from payment_examples.core.clock import Clock, SystemClock, name_based_id
-from payment_examples.core.config import Settings, get_settings
+from payment_examples.core import Clock, Settings, SystemClock, get_settings, logger, name_based_id
+from payment_examples.core import client as aws_client
 from payment_examples.core.errors import CONDITIONAL_CHECK_FAILED, PaymentExamplesError, VersionConflictError
-from payment_examples.core.logs import logger
+from payment_examples.payments import Balances, Operation, PaymentStatus
 from payment_examples.payments.service import PaymentService, update_unversioned
-from payment_examples.payments.state_machine import Balances, Operation, PaymentStatus
 from payment_examples.reconciliation.settlement_file import (
     InvalidRow,
     ParsedRow,

@@ -29,9 +29,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import BinaryIO
 
-from payment_examples.core.errors import PaymentExamplesError, ValidationError
+from payment_examples.core import PaymentExamplesError, ValidationError, identifier
 from payment_examples.core.money import MAX_AMOUNT, currency_exponent
-from payment_examples.core.validation import identifier
 
 COLUMNS = ("payment_id", "merchant_id", "amount", "currency", "status", "settled_at", "processor_reference")
 HEADER = ",".join(COLUMNS)

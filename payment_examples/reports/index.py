@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from payment_examples.core.errors import ConfigurationError
+from payment_examples.core import ConfigurationError
 
 HEADLINE_TAG = "headline"
 # The benchmark report of `make bench` (in a source checkout; an installed package has none, and the index says so).

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from payment_examples.core.clock import Clock, SystemClock
-from payment_examples.core.errors import ConfigurationError, PaymentExamplesError
+from payment_examples.core import Clock, SystemClock
+from payment_examples.core import ConfigurationError, PaymentExamplesError
 from payment_examples.reports.index import (
     NotebookFailure,
     NotebookReport,

@@ -37,9 +37,7 @@ from pynamodb.exceptions import TableError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection
 from pynamodb.models import Model
 
-from payment_examples.core.clock import name_based_id
-from payment_examples.core.config import Settings, get_settings
-from payment_examples.core.logs import logger
+from payment_examples.core import Settings, get_settings, logger, name_based_id
 
 # ---------------------------------------------------------------------------------------------------------------
 # Derived keys
