@@ -25,9 +25,11 @@ $(STAMP): pyproject.toml tools/dynalite/package.json tools/dynalite/package-lock
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/npm ci --prefix tools/dynalite --no-audit --no-fund --loglevel=error
 	touch $(STAMP)
 
+# ruff, then the import layers (tests/layers.py: no circle, no arrow running up, siblings independent).
 lint: setup
 	$(BIN)/ruff check payment_examples tests notebooks
 	$(BIN)/ruff format --check payment_examples tests notebooks
+	$(BIN)/python -m tests.layers
 
 # Unit and integration tests, strict nbval over the committed notebooks, and papermill runs of two of them with
 # the CI parameters (tests/notebooks). One pytest run, one summary line. The notebooks come first: the
@@ -85,4 +87,4 @@ clean:
 notebooks: setup
 	$(BIN)/ruff format notebooks
 	$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
-		--ExecutePreprocessor.kernel_manager_class=payment_examples.kernels.AsyncIpcKernelManager notebooks/*.ipynb
+		--ExecutePreprocessor.kernel_manager_class=payment_examples.reports.kernels.AsyncIpcKernelManager notebooks/*.ipynb

@@ -8,11 +8,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from payment_examples.errors import PaymentExamplesError
+from payment_examples.core import PaymentExamplesError
 
 if TYPE_CHECKING:
-    from payment_examples.config import Settings
-    from payment_examples.consumer import Consumer
+    from payment_examples.core.config import Settings
+    from payment_examples.harness.consumer import Consumer
 
 
 def _bounded(convert: Callable[[str], float], what: str, low: float, high: float | None = None) -> Callable:
@@ -38,8 +38,8 @@ _rate = _bounded(float, "a number", 0, 1)
 
 
 def _local(args: argparse.Namespace) -> int:
-    from payment_examples.config import get_settings
-    from payment_examples.local import local_aws
+    from payment_examples.core.config import get_settings
+    from payment_examples.engine.local import local_aws
 
     try:  # Ctrl-C at any moment, even while starting or printing, stops the engine cleanly
         with local_aws() as engine_endpoint:
@@ -70,9 +70,9 @@ def _local(args: argparse.Namespace) -> int:
 
 def _background_consumer(settings: Settings) -> Consumer | None:
     """The payments stream's consumer on a background thread, where the engine has streams (the moto server)."""
-    from payment_examples.consumer import Consumer
-    from payment_examples.models import get_models
-    from payment_examples.stream import stream_arn
+    from payment_examples.engine.stream import stream_arn
+    from payment_examples.harness.consumer import Consumer
+    from payment_examples.tables.models import get_models
 
     table = get_models(settings).payment.Meta.table_name
     try:
@@ -87,9 +87,9 @@ def _background_consumer(settings: Settings) -> Consumer | None:
 
 
 def _create_tables(args: argparse.Namespace) -> int:
-    from payment_examples.config import get_settings
-    from payment_examples.encryption import create_kms_key
-    from payment_examples.models import create_tables
+    from payment_examples.core.config import get_settings
+    from payment_examples.engine.local import create_kms_key
+    from payment_examples.tables.models import create_tables
 
     for name in create_tables():
         print(name)
@@ -104,7 +104,7 @@ def _create_tables(args: argparse.Namespace) -> int:
 
 
 def _reports(args: argparse.Namespace) -> int:
-    from payment_examples.reports import duration, run_notebooks
+    from payment_examples.reports.runner import duration, run_notebooks
 
     run = run_notebooks(
         args.notebooks, args.output, params_file=args.params, html=not args.no_html,
@@ -125,11 +125,11 @@ def _cost(args: argparse.Namespace) -> int:
     import json
     import secrets
 
-    from payment_examples.config import Settings
-    from payment_examples.cost_workload import measure_workload
-    from payment_examples.local import local_aws
-    from payment_examples.logs import log_level
-    from payment_examples.utils.cost import CostEstimator, Pricing
+    from payment_examples.core.config import Settings
+    from payment_examples.core.logs import log_level
+    from payment_examples.cost.estimator import CostEstimator, Pricing
+    from payment_examples.engine.local import local_aws
+    from payment_examples.harness.cost_workload import measure_workload
 
     estimator = CostEstimator(Pricing.load(args.region))  # an unknown region fails before the engine starts
     # Always a fresh embedded engine: the workload writes payments, so it never runs against a real account.
@@ -159,8 +159,8 @@ def _cost(args: argparse.Namespace) -> int:
 def _rotate_keys(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from payment_examples.customers import CustomerService
-    from payment_examples.key_rotation import rotate_keys
+    from payment_examples.encryption.customers import CustomerService
+    from payment_examples.encryption.key_rotation import rotate_keys
 
     service = CustomerService()
     target = service.encryptor.keyring.current
@@ -175,7 +175,7 @@ def _rotate_keys(args: argparse.Namespace) -> int:
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
-    from payment_examples.utils.audit import AuditTracker
+    from payment_examples.audit.chain import AuditTracker
 
     tracker = AuditTracker()
     entities = args.entity or sorted(tracker.all_entities())
@@ -191,13 +191,13 @@ def _audit_verify(args: argparse.Namespace) -> int:
 def _recover(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
-    from payment_examples.checkout import Checkout
-    from payment_examples.config import get_settings
-    from payment_examples.errors import ConfigurationError
-    from payment_examples.payments import PaymentService
-    from payment_examples.processor import processor_for
-    from payment_examples.recovery import recover
-    from payment_examples.utils.idempotency import IdempotencyMiddleware
+    from payment_examples.checkout.processor import processor_for
+    from payment_examples.checkout.recovery import recover
+    from payment_examples.checkout.service import Checkout
+    from payment_examples.core.config import get_settings
+    from payment_examples.core.errors import ConfigurationError
+    from payment_examples.idempotency.middleware import IdempotencyMiddleware
+    from payment_examples.payments.service import PaymentService
 
     processor = processor_for(get_settings())
     if processor is None:
@@ -211,7 +211,7 @@ def _recover(args: argparse.Namespace) -> int:
 
 
 def _audit_checkpoint(args: argparse.Namespace) -> int:
-    from payment_examples.utils.audit import AuditTracker
+    from payment_examples.audit.chain import AuditTracker
 
     checkpoint = AuditTracker().checkpoint(args.entity or None)
     print(f"checkpoint {checkpoint.checkpoint_id}: {len(checkpoint.heads)} chain heads signed")
@@ -222,7 +222,7 @@ def _gen_settlement(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from payment_examples.settlement_generator import SettlementScenario, write_answer_key, write_settlement_file
+    from payment_examples.reconciliation.generator import SettlementScenario, write_answer_key, write_settlement_file
 
     scenario = SettlementScenario(args.rows, args.seed, args.discrepancy_rate)
     output = Path(args.output)
@@ -240,8 +240,8 @@ def _gen_settlement(args: argparse.Namespace) -> int:
 
 
 def _reconcile(args: argparse.Namespace) -> int:
-    from payment_examples.config import get_settings
-    from payment_examples.local import local_aws
+    from payment_examples.core.config import get_settings
+    from payment_examples.engine.local import local_aws
 
     settings = get_settings()
     if settings.mode == "embedded" and args.source.startswith("s3://"):
@@ -266,10 +266,11 @@ def _reconcile_on_engine(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from payment_examples.aws import client
-    from payment_examples.config import get_settings
-    from payment_examples.logs import logger
-    from payment_examples.reconciliation import (
+    from payment_examples.core.aws import client
+    from payment_examples.core.config import get_settings
+    from payment_examples.core.logs import logger
+    from payment_examples.reconciliation.generator import SettlementScenario, create_scenario_payments
+    from payment_examples.reconciliation.reconciler import (
         LocalReportSink,
         LocalSource,
         Reconciler,
@@ -277,7 +278,6 @@ def _reconcile_on_engine(args: argparse.Namespace) -> int:
         S3Source,
         run_reconciliation,
     )
-    from payment_examples.settlement_generator import SettlementScenario, create_scenario_payments
 
     logger.setLevel("WARNING")
     if args.source.startswith("s3://"):

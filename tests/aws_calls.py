@@ -1,4 +1,5 @@
-"""Which AWS API calls a test run makes, and the IAM permissions they need (tests/unit/test_template_policies.py).
+"""Which AWS API calls a test run makes, and the IAM permissions they need
+(tests/unit/handlers/test_template_policies.py).
 
 ``observed_calls()`` hooks every botocore client created inside it (the package's boto3 clients, PynamoDB's
 connections, Powertools' providers: all go through ``botocore.session.Session.create_client``) with a

@@ -25,11 +25,11 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from payment_examples.clock import SeededIds, SteppingClock
-from payment_examples.config import Settings, get_settings, use_settings
-from payment_examples.local import local_aws
-from payment_examples.models import BoundModels, bind_models, create_tables
-from payment_examples.payments import PaymentService
+from payment_examples.core.clock import SeededIds, SteppingClock
+from payment_examples.core.config import Settings, get_settings, use_settings
+from payment_examples.engine.local import local_aws
+from payment_examples.payments.service import PaymentService
+from payment_examples.tables.models import BoundModels, bind_models, create_tables
 
 # Dummy credentials: no test may ever reach a real account.
 for _name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
@@ -112,7 +112,7 @@ V1_V2 = f"v1:{FIELD_KEYS['v1']},v2:{FIELD_KEYS['v2']}"
 @pytest.fixture
 def field_settings(clock: SteppingClock) -> Iterator[Settings]:
     """moto in-process with the tables, a KMS key and version-1 field keys."""
-    from payment_examples.encryption import create_kms_key
+    from payment_examples.engine.local import create_kms_key
 
     with mock_aws():
         base = Settings(table_prefix="cust-", field_keys=V1)
@@ -124,7 +124,7 @@ def field_settings(clock: SteppingClock) -> Iterator[Settings]:
 
 @pytest.fixture
 def customers(field_settings: Settings, clock: SteppingClock):
-    from payment_examples.customers import CustomerService
+    from payment_examples.encryption.customers import CustomerService
 
     return CustomerService(field_settings, clock=clock, ids=SeededIds(1))
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from payment_examples.aws import dynamodb
-from payment_examples.consumer import drain
-from payment_examples.models import BoundModels
-from payment_examples.processor import LocalProcessor
+from payment_examples.checkout.processor import LocalProcessor
+from payment_examples.core.aws import dynamodb
+from payment_examples.harness.consumer import drain
+from payment_examples.tables.models import BoundModels
 
 NOTHING = {"payments": 0, "transactions": 0, "idempotency": 0, "audit": 0, "charges": 0}
 

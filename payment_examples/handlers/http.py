@@ -10,7 +10,8 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent, APIGatewayProxyEventV2
 
-from payment_examples.errors import (
+from payment_examples.core import logger
+from payment_examples.core.errors import (
     EngineUnavailableError,
     MethodNotAllowedError,
     PaymentExamplesError,
@@ -18,7 +19,6 @@ from payment_examples.errors import (
     ValidationError,
     is_retryable,
 )
-from payment_examples.logs import logger
 
 ApiEvent = APIGatewayProxyEvent | APIGatewayProxyEventV2
 PROBLEM_TYPE_BASE = "https://payment-examples.dev/problems/"

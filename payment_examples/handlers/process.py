@@ -15,7 +15,7 @@ operations that have no natural key (notebook 01 shows what it costs).
 
 Deployed (``PAYMENT_USE_AWS=1``, ``template.yaml``) it fails closed: without a JWT audience or a JWT key it raises
 ``ConfigurationError`` on every invocation instead of answering (``config.require_api_settings``); the keys come
-from the secret named by ``PAYMENT_SECRETS_ID`` (``payment_examples.secrets``), never from the function's
+from the secret named by ``PAYMENT_SECRETS_ID`` (``payment_examples.core.secrets``), never from the function's
 configuration.
 """
 
@@ -29,17 +29,24 @@ from datetime import timedelta
 from functools import lru_cache
 from typing import Any
 
-from payment_examples.auth import merchant_identity
 from payment_examples.checkout import Checkout
-from payment_examples.config import Settings, get_settings, require_api_settings
-from payment_examples.errors import MethodNotAllowedError, ValidationError
+from payment_examples.checkout.processor import processor_for, validate_payment_method
+from payment_examples.core import (
+    Settings,
+    currency_exponent,
+    get_settings,
+    identifier,
+    logger,
+    metadata,
+    optional_text,
+    require_api_settings,
+    validate_amount,
+)
+from payment_examples.core.errors import MethodNotAllowedError, ValidationError
+from payment_examples.handlers.auth import merchant_identity
 from payment_examples.handlers.http import error_response, header, json_response, parse_event, payment_json
-from payment_examples.logs import logger
-from payment_examples.models import get_models
-from payment_examples.money import currency_exponent, validate_amount
-from payment_examples.payments import MAX_DESCRIPTION_LENGTH, PaymentService
-from payment_examples.processor import processor_for, validate_payment_method
-from payment_examples.validation import identifier, metadata, optional_text
+from payment_examples.payments.service import MAX_DESCRIPTION_LENGTH, PaymentService
+from payment_examples.tables import get_models
 
 MAX_BODY_BYTES = 16 * 1024
 FIELDS = frozenset({"amount", "currency", "customer_id", "description", "metadata", "payment_method"})

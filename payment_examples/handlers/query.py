@@ -5,7 +5,7 @@
   ``limit`` (1..100, default 50), ``cursor`` (the previous page's ``next_cursor``, with the same filters),
   ``order`` (``desc``, newest first, default; or ``asc``), ``include_total`` (``true``/``false``; costs a read
   of every match), and the filter-expression parameters ``currency``, ``min_amount``, ``max_amount`` (costlier:
-  see ``payment_examples.pagination``). Body: ``{"items": [...], "next_cursor": "..." | null}`` plus
+  see ``payment_examples.payments.pagination``). Body: ``{"items": [...], "next_cursor": "..." | null}`` plus
   ``"total"`` when asked for.
 * ``GET /payments/{id}``: one payment. Another merchant's payment is a 404, exactly like a missing one.
 
@@ -14,7 +14,7 @@ consistent read, so it shows a write answered a moment ago) or ``index; eventual
 merchant index: a write of a moment ago may not show yet).
 
 The merchant comes from the same authentication as the process handler (verified authorizer claims or a Bearer
-JWT, ``payment_examples.auth``), never from the query string. Bad parameters are a 400 problem+json naming the
+JWT, ``payment_examples.handlers.auth``), never from the query string. Bad parameters are a 400 problem+json naming the
 parameter; unknown or repeated parameters are refused rather than ignored. Deployed (``PAYMENT_USE_AWS=1``) it
 fails closed like the process handler, and also without the cursor secret (``config.require_api_settings``).
 """
@@ -29,14 +29,12 @@ from urllib.parse import unquote
 
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
-from payment_examples.auth import merchant_identity
-from payment_examples.config import Settings, get_settings, require_api_settings
-from payment_examples.errors import MethodNotAllowedError, NotFoundError, ValidationError
+from payment_examples.core import Settings, get_settings, identifier, require_api_settings
+from payment_examples.core.errors import MethodNotAllowedError, NotFoundError, ValidationError
+from payment_examples.handlers.auth import merchant_identity
 from payment_examples.handlers.http import ApiEvent, error_response, header, json_response, parse_event, payment_json
-from payment_examples.models import get_models
-from payment_examples.pagination import get_merchant_payments
-from payment_examples.payments import PaymentService
-from payment_examples.validation import identifier
+from payment_examples.payments import PaymentService, get_merchant_payments
+from payment_examples.tables import get_models
 
 MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 50

@@ -1,5 +1,5 @@
 """Settlement files dropped in S3 are reconciled (the brief's ReconciliationHandler): a thin adapter over
-``payment_examples.reconciliation``.
+``payment_examples.reconciliation.reconciler``.
 
 Contract: an S3 ``ObjectCreated`` event with one or more records (object keys URL-decoded: ``+`` is a space,
 unicode percent-encoded). Before each batch of at most 500 rows the handler checks
@@ -36,12 +36,9 @@ from urllib.parse import unquote_plus
 from aws_lambda_powertools.utilities.data_classes import S3Event
 from botocore.exceptions import ClientError
 
-from payment_examples.aws import client
-from payment_examples.config import Settings, get_settings
-from payment_examples.errors import PaymentExamplesError
-from payment_examples.logs import logger
-from payment_examples.reconciliation import Outcome, Reconciler, S3ReportSink, S3Source, run_reconciliation
-from payment_examples.settlement_file import SettlementFileError
+from payment_examples.core import PaymentExamplesError, Settings, client, get_settings, logger
+from payment_examples.reconciliation import SettlementFileError
+from payment_examples.reconciliation.reconciler import Outcome, Reconciler, S3ReportSink, S3Source, run_reconciliation
 
 CONTINUATION = "payment_examples_continuation"
 MAX_CONTINUATIONS = 1000

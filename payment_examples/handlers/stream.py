@@ -19,10 +19,9 @@ from typing import Any
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 
-from payment_examples.config import Settings, get_settings
-from payment_examples.errors import PaymentExamplesError
-from payment_examples.models import get_models
-from payment_examples.projection import PaymentProjector, Projected, Projector, Projectors
+from payment_examples.audit import PaymentProjector, Projected, Projector, Projectors
+from payment_examples.core import PaymentExamplesError, Settings, get_settings
+from payment_examples.tables import get_models
 
 
 class BlockedRecordError(PaymentExamplesError):
@@ -31,8 +30,8 @@ class BlockedRecordError(PaymentExamplesError):
 
 def stream_projectors(settings: Settings) -> Projectors:
     """The projector of every table whose stream the function consumes."""
-    from payment_examples.card_vault import PAYMENT_METHODS
-    from payment_examples.customers import CUSTOMERS
+    from payment_examples.encryption.card_vault import PAYMENT_METHODS
+    from payment_examples.encryption.customers import CUSTOMERS
 
     models = get_models(settings)
     return Projectors([PaymentProjector(models=models, settings=settings),

@@ -19,12 +19,16 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from payment_examples.config import Settings
-from payment_examples.local import local_aws
-from payment_examples.logs import logger
-from payment_examples.reconciliation import LocalReportSink, LocalSource, Reconciler, run_reconciliation
-from payment_examples.settlement_file import read_settlement_file
-from payment_examples.settlement_generator import SettlementScenario, create_scenario_payments, write_settlement_file
+from payment_examples.core.config import Settings
+from payment_examples.core.logs import logger
+from payment_examples.engine.local import local_aws
+from payment_examples.reconciliation.generator import (
+    SettlementScenario,
+    create_scenario_payments,
+    write_settlement_file,
+)
+from payment_examples.reconciliation.reconciler import LocalReportSink, LocalSource, Reconciler, run_reconciliation
+from payment_examples.reconciliation.settlement_file import read_settlement_file
 from tests.benchmarks.run import HERE, environment
 
 

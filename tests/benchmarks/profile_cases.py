@@ -24,17 +24,17 @@ from pathlib import Path
 
 import jwt
 
-from payment_examples.checkout import Checkout
-from payment_examples.clock import SeededIds
-from payment_examples.config import Settings
+from payment_examples.checkout.recovery import recover
+from payment_examples.checkout.service import Checkout
+from payment_examples.core.clock import SeededIds
+from payment_examples.core.config import Settings
+from payment_examples.core.logs import logger
+from payment_examples.engine.local import local_aws
 from payment_examples.handlers.process import make_handler
-from payment_examples.local import local_aws
-from payment_examples.logs import logger
-from payment_examples.pagination import get_merchant_payments
-from payment_examples.payments import PaymentService
-from payment_examples.recovery import recover
-from payment_examples.seed import seed_payments
-from payment_examples.utils.idempotency import IdempotencyMiddleware
+from payment_examples.idempotency.middleware import IdempotencyMiddleware
+from payment_examples.payments.pagination import get_merchant_payments
+from payment_examples.payments.seed import seed_payments
+from payment_examples.payments.service import PaymentService
 from tests.benchmarks.run import SECRET, _event
 
 HERE = Path(__file__).resolve().parent
@@ -87,8 +87,8 @@ def _cases(calls: int) -> dict[str, tuple[Callable[[], None], Callable[[int], ob
 
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(one, range(300)))
-        from payment_examples.config import get_settings
-        from payment_examples.processor import processor_for
+        from payment_examples.checkout.processor import processor_for
+        from payment_examples.core.config import get_settings
 
         state["checkout"] = Checkout(service, processor_for(get_settings()))  # type: ignore[arg-type]
 

@@ -43,24 +43,29 @@ from unittest import mock
 import jwt
 from botocore.client import BaseClient
 
-from payment_examples.aws import client, dynamodb
-from payment_examples.batch import DEFAULT_MAX_WORKERS, BatchOutcome, BatchPaymentRequest, process_payment_batch
-from payment_examples.clock import SeededIds
-from payment_examples.config import Settings, get_settings
-from payment_examples.consumer import drain
-from payment_examples.customers import CustomerService, access_entity
-from payment_examples.encryption import encryptor_for
+from payment_examples.audit.chain import AuditTracker
+from payment_examples.core.aws import client, dynamodb
+from payment_examples.core.clock import SeededIds
+from payment_examples.core.config import Settings, get_settings
+from payment_examples.core.logs import logger
+from payment_examples.core.measure import Latency, measure, percentile
+from payment_examples.encryption.customers import CustomerService, access_entity
+from payment_examples.encryption.fields import encryptor_for
+from payment_examples.engine.local import DYNALITE_DIR, local_aws
 from payment_examples.handlers.process import make_handler
-from payment_examples.local import DYNALITE_DIR, local_aws
-from payment_examples.logs import logger
-from payment_examples.measure import Latency, measure, percentile
-from payment_examples.models import payment_id_for
-from payment_examples.pagination import get_merchant_payments
-from payment_examples.payments import PaymentService, audit_entity
-from payment_examples.seed import seed_payments
-from payment_examples.state_machine import Operation
-from payment_examples.utils.audit import AuditTracker
-from payment_examples.utils.idempotency import IdempotencyMiddleware
+from payment_examples.harness.consumer import drain
+from payment_examples.idempotency.middleware import IdempotencyMiddleware
+from payment_examples.payments.batch import (
+    DEFAULT_MAX_WORKERS,
+    BatchOutcome,
+    BatchPaymentRequest,
+    process_payment_batch,
+)
+from payment_examples.payments.pagination import get_merchant_payments
+from payment_examples.payments.seed import seed_payments
+from payment_examples.payments.service import PaymentService, audit_entity
+from payment_examples.payments.state_machine import Operation
+from payment_examples.tables.models import payment_id_for
 
 HERE = Path(__file__).resolve().parent
 SECRET = "benchmark-secret-of-at-least-thirty-two-bytes"
@@ -454,9 +459,9 @@ def recovery_sweep(samples: int, payments: int) -> list[Case]:
     entries are the stream's projections: nothing to repair). Each sample sweeps the same payments."""
     from datetime import timedelta
 
-    from payment_examples.checkout import Checkout
-    from payment_examples.processor import processor_for
-    from payment_examples.recovery import recover
+    from payment_examples.checkout.processor import processor_for
+    from payment_examples.checkout.recovery import recover
+    from payment_examples.checkout.service import Checkout
 
     settings, client = get_settings(), dynamodb()
     service, middleware = PaymentService(), IdempotencyMiddleware()
@@ -688,13 +693,13 @@ def reconciliation_throughput(rows: int, engine: str) -> dict[str, Any]:
     scenario shape, another seed)."""
     import tempfile
 
-    from payment_examples.reconciliation import LocalReportSink, LocalSource, Reconciler, run_reconciliation
-    from payment_examples.settlement_file import SettlementRow, read_settlement_file
-    from payment_examples.settlement_generator import (
+    from payment_examples.reconciliation.generator import (
         SettlementScenario,
         create_scenario_payments,
         write_settlement_file,
     )
+    from payment_examples.reconciliation.reconciler import LocalReportSink, LocalSource, Reconciler, run_reconciliation
+    from payment_examples.reconciliation.settlement_file import SettlementRow, read_settlement_file
 
     streams = has_stream()
 
@@ -883,12 +888,12 @@ def cold_starts(samples: int, engine: str) -> tuple[list[dict[str, Any]], list[d
     invocation against the running engine (process: a create without card; query: one filtered page; reconcile: a
     20-row settlement file in S3), next to a fresh process importing boto3 and making the same DynamoDB (and S3)
     calls. The two are run in turn, ``samples`` times each. Returns (rows, skipped)."""
-    from payment_examples.reconciliation import Reconciler  # noqa: F401  (the tables exist: local_aws made them)
-    from payment_examples.settlement_generator import (
+    from payment_examples.reconciliation.generator import (
         SettlementScenario,
         create_scenario_payments,
         write_settlement_file,
     )
+    from payment_examples.reconciliation.reconciler import Reconciler  # noqa: F401  (the tables exist: local_aws made them)
 
     settings = get_settings()
     env = _child_env(settings)

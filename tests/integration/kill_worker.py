@@ -16,13 +16,13 @@ import signal
 from datetime import timedelta
 from typing import Any
 
-from payment_examples.aws import dynamodb
-from payment_examples.checkout import Checkout
-from payment_examples.errors import IllegalTransitionError
+from payment_examples.checkout.processor import LocalProcessor
+from payment_examples.checkout.service import Checkout
+from payment_examples.core.aws import dynamodb
+from payment_examples.core.errors import IllegalTransitionError
 from payment_examples.handlers import process
-from payment_examples.models import get_models
-from payment_examples.payments import PaymentService
-from payment_examples.processor import LocalProcessor
+from payment_examples.payments.service import PaymentService
+from payment_examples.tables.models import get_models
 from tests.api_events import api_event, token
 
 MERCHANT = "merchant-k"

@@ -10,18 +10,18 @@ import pytest
 from botocore.exceptions import ClientError
 from pynamodb.exceptions import PutError
 
-from payment_examples.aws import dynamodb
-from payment_examples.batch import (
+from payment_examples.core.aws import dynamodb
+from payment_examples.core.config import Settings
+from payment_examples.core.errors import ConfigurationError
+from payment_examples.payments.batch import (
     BatchOutcome,
     BatchPaymentRequest,
     process_payment_batch,
     write_with_batch_write_item,
     write_with_transactions,
 )
-from payment_examples.config import Settings
-from payment_examples.errors import ConfigurationError
-from payment_examples.models import bind_models, payment_id_for
-from payment_examples.payments import CreateResult, PaymentService
+from payment_examples.payments.service import CreateResult, PaymentService
+from payment_examples.tables.models import bind_models, payment_id_for
 
 pytestmark = pytest.mark.slow  # engine processes, threads, subprocesses: make test runs it, make test-fast does not
 

@@ -52,16 +52,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from payment_examples import aws
-from payment_examples.checkout import Checkout
-from payment_examples.clock import FixedClock, SeededIds
-from payment_examples.config import Settings, use_settings
-from payment_examples.consumer import drain
-from payment_examples.errors import IllegalTransitionError, PaymentNotFoundError, ProcessorTimeoutError
-from payment_examples.handlers import process
-from payment_examples.models import BoundModels, bind_models, create_tables, payment_id_for, transaction_id_for
-from payment_examples.payments import PaymentService, audit_entity
-from payment_examples.processor import (
+from payment_examples.checkout.processor import (
     APPROVING_METHODS,
     AUTHORIZE,
     CAPTURE,
@@ -69,8 +60,17 @@ from payment_examples.processor import (
     Fault,
     LocalProcessor,
 )
-from payment_examples.recovery import recover
-from payment_examples.utils.idempotency import IdempotencyMiddleware
+from payment_examples.checkout.recovery import recover
+from payment_examples.checkout.service import Checkout
+from payment_examples.core import aws
+from payment_examples.core.clock import FixedClock, SeededIds
+from payment_examples.core.config import Settings, use_settings
+from payment_examples.core.errors import IllegalTransitionError, PaymentNotFoundError, ProcessorTimeoutError
+from payment_examples.handlers import process
+from payment_examples.harness.consumer import drain
+from payment_examples.idempotency.middleware import IdempotencyMiddleware
+from payment_examples.payments.service import PaymentService, audit_entity
+from payment_examples.tables.models import BoundModels, bind_models, create_tables, payment_id_for, transaction_id_for
 from tests.api_events import HS_SECRET, api_event, token
 from tests.conftest import START
 

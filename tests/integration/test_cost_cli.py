@@ -10,10 +10,10 @@ import json
 import pytest
 
 from payment_examples.cli import main
-from payment_examples.config import Settings
-from payment_examples.cost_workload import STEPS, measure_workload, model_units
-from payment_examples.local import local_aws
-from payment_examples.logs import log_level, logger
+from payment_examples.core.config import Settings
+from payment_examples.core.logs import log_level, logger
+from payment_examples.engine.local import local_aws
+from payment_examples.harness.cost_workload import STEPS, measure_workload, model_units
 
 pytestmark = pytest.mark.slow  # engine processes, threads, subprocesses: make test runs it, make test-fast does not
 

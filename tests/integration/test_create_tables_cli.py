@@ -8,8 +8,8 @@ from dataclasses import replace
 import pytest
 
 from payment_examples.cli import main
-from payment_examples.config import Settings, get_settings, use_settings
-from payment_examples.local import local_aws
+from payment_examples.core.config import Settings, get_settings, use_settings
+from payment_examples.engine.local import local_aws
 
 pytestmark = pytest.mark.slow  # engine processes, threads, subprocesses: make test runs it, make test-fast does not
 

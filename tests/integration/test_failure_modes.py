@@ -24,16 +24,16 @@ from botocore.exceptions import ReadTimeoutError
 from botocore.httpsession import URLLib3Session
 from botocore.retries.standard import ExponentialBackoff
 
-from payment_examples.aws import dynamodb
-from payment_examples.checkout import Checkout
-from payment_examples.config import Settings, get_settings, use_settings
+from payment_examples.checkout.processor import AUTHORIZE, CAPTURE, LocalProcessor
+from payment_examples.checkout.recovery import recover
+from payment_examples.checkout.service import Checkout
+from payment_examples.core.aws import dynamodb
+from payment_examples.core.config import Settings, get_settings, use_settings
+from payment_examples.engine.local import local_aws
 from payment_examples.handlers import process
-from payment_examples.local import local_aws
-from payment_examples.models import BoundModels, bind_models, create_tables, payment_id_for
-from payment_examples.payments import PaymentService, audit_entity
-from payment_examples.processor import AUTHORIZE, CAPTURE, LocalProcessor
-from payment_examples.recovery import recover
-from payment_examples.utils.idempotency import IdempotencyMiddleware
+from payment_examples.idempotency.middleware import IdempotencyMiddleware
+from payment_examples.payments.service import PaymentService, audit_entity
+from payment_examples.tables.models import BoundModels, bind_models, create_tables, payment_id_for
 from tests.api_events import HS_SECRET, api_event, token
 from tests.integration import kill_worker
 from tests.ledger_counts import NOTHING, flow_counts, without_projections

@@ -9,9 +9,9 @@ from datetime import timedelta
 
 import pytest
 
-from payment_examples.config import Settings
-from payment_examples.errors import IdempotencyInProgressError
-from payment_examples.utils.idempotency import IdempotencyMiddleware
+from payment_examples.core.config import Settings
+from payment_examples.core.errors import IdempotencyInProgressError
+from payment_examples.idempotency.middleware import IdempotencyMiddleware
 
 pytestmark = pytest.mark.slow  # engine processes, threads, subprocesses: make test runs it, make test-fast does not
 

@@ -10,10 +10,11 @@ from dataclasses import replace
 
 import pytest
 
-from payment_examples.checkout import Checkout
-from payment_examples.config import Settings, use_settings
+from payment_examples.checkout.processor import LocalProcessor
+from payment_examples.checkout.service import Checkout
+from payment_examples.core.config import Settings, use_settings
 from payment_examples.handlers.process import make_handler
-from payment_examples.load import (
+from payment_examples.harness.load import (
     LoadResult,
     count_outcome,
     load_keys,
@@ -23,9 +24,8 @@ from payment_examples.load import (
     round_trips,
     run_load,
 )
-from payment_examples.models import create_tables, get_models, payment_id_for
-from payment_examples.payments import PaymentService
-from payment_examples.processor import LocalProcessor
+from payment_examples.payments.service import PaymentService
+from payment_examples.tables.models import create_tables, get_models, payment_id_for
 
 pytestmark = pytest.mark.slow  # engine processes, threads, subprocesses: make test runs it, make test-fast does not
 

@@ -13,11 +13,11 @@ import boto3
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
-from payment_examples.aws import dynamodb
-from payment_examples.config import Settings, get_settings
-from payment_examples.errors import EngineError
-from payment_examples.local import MotoServer, ServerProcess, local_aws
-from payment_examples.payments import PaymentService
+from payment_examples.core.aws import dynamodb
+from payment_examples.core.config import Settings, get_settings
+from payment_examples.core.errors import EngineError
+from payment_examples.engine.local import MotoServer, ServerProcess, local_aws
+from payment_examples.payments.service import PaymentService
 
 pytestmark = pytest.mark.slow  # engine processes, threads, subprocesses: make test runs it, make test-fast does not
 
@@ -63,8 +63,8 @@ def test_processes_are_stopped_when_the_body_raises(kind: str, error: BaseExcept
 
 
 def test_dynalite_engine_is_dynalite_for_dynamodb_and_a_moto_server_for_s3_kms_and_sts() -> None:
-    from payment_examples.aws import client
-    from payment_examples.customers import CustomerService
+    from payment_examples.core.aws import client
+    from payment_examples.encryption.customers import CustomerService
 
     engine = local_aws(Settings(engine="dynalite", table_prefix="whole-"))
     with engine as endpoint:
@@ -111,12 +111,12 @@ def test_dynalite_is_stopped_when_the_engine_beside_it_cannot_start(monkeypatch:
         monkeypatch.setattr(MotoServer, "command", lambda self: [sys.executable, "-c", "raise SystemExit(3)"])
         expected: type[BaseException] = EngineError
     else:  # both answer, then creating the engine's KMS key fails
-        import payment_examples.encryption
+        import payment_examples.engine.local
 
         def no_kms(settings: Settings) -> str:
             raise RuntimeError("KMS is down")
 
-        monkeypatch.setattr(payment_examples.encryption, "create_kms_key", no_kms)
+        monkeypatch.setattr(payment_examples.engine.local, "create_kms_key", no_kms)
         expected = RuntimeError
     engine = local_aws(Settings(engine="dynalite"), create_tables=False)
     before = get_settings()
@@ -130,7 +130,7 @@ def test_dynalite_is_stopped_when_the_engine_beside_it_cannot_start(monkeypatch:
 @pytest.mark.parametrize("server_class", ["MotoServer", "DynaliteServer"])
 def test_child_exits_when_its_parent_is_killed(server_class: str) -> None:
     script = (
-        f"from payment_examples.local import {server_class}\n"
+        f"from payment_examples.engine.local import {server_class}\n"
         f"server = {server_class}(); server.start()\n"
         "print(server.process.pid, flush=True)\n"
         "import time; time.sleep(600)\n"
@@ -148,8 +148,8 @@ def test_child_exits_when_its_parent_is_killed(server_class: str) -> None:
 @pytest.mark.parametrize("kind", ["moto", "dynalite"])
 def test_children_exit_when_their_parent_exits_without_stopping_them(kind: str) -> None:
     script = (
-        "from payment_examples.config import Settings\n"
-        "from payment_examples.local import local_aws\n"
+        "from payment_examples.core.config import Settings\n"
+        "from payment_examples.engine.local import local_aws\n"
         f"engine = local_aws(Settings(engine={kind!r}), create_tables=False); engine.start()\n"
         "print(*[server.process.pid for server in engine.servers], flush=True)\n"  # no engine.stop(): atexit must
     )

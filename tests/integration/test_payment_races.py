@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from payment_examples.aws import dynamodb
-from payment_examples.clock import FixedClock
-from payment_examples.config import Settings
-from payment_examples.errors import DuplicatePaymentError
-from payment_examples.models import bind_models
-from payment_examples.payments import PaymentService
+from payment_examples.core.aws import dynamodb
+from payment_examples.core.clock import FixedClock
+from payment_examples.core.config import Settings
+from payment_examples.core.errors import DuplicatePaymentError
+from payment_examples.payments.service import PaymentService
+from payment_examples.tables.models import bind_models
 
 pytestmark = pytest.mark.slow  # engine processes, threads, subprocesses: make test runs it, make test-fast does not
 

@@ -9,13 +9,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from payment_examples.aws import dynamodb
-from payment_examples.clock import SteppingClock
-from payment_examples.config import Settings, use_settings
+from payment_examples.core.aws import dynamodb
+from payment_examples.core.clock import SteppingClock
+from payment_examples.core.config import Settings, use_settings
 from payment_examples.handlers import query
-from payment_examples.models import get_models
-from payment_examples.pagination import get_merchant_payments, iter_merchant_payments
-from payment_examples.seed import seed_payments
+from payment_examples.payments.pagination import get_merchant_payments, iter_merchant_payments
+from payment_examples.payments.seed import seed_payments
+from payment_examples.tables.models import get_models
 from tests.api_events import api_event
 
 pytestmark = pytest.mark.slow  # engine processes, threads, subprocesses: make test runs it, make test-fast does not

@@ -12,11 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from payment_examples.config import Settings
-from payment_examples.models import bind_models
-from payment_examples.payments import PaymentService
-from payment_examples.reconciliation import LocalReportSink, LocalSource, Outcome, Reconciler, run_reconciliation
-from payment_examples.settlement_generator import SettlementScenario, create_scenario_payments, settlement_bytes
+from payment_examples.core.config import Settings
+from payment_examples.payments.service import PaymentService
+from payment_examples.reconciliation.generator import SettlementScenario, create_scenario_payments, settlement_bytes
+from payment_examples.reconciliation.reconciler import (
+    LocalReportSink,
+    LocalSource,
+    Outcome,
+    Reconciler,
+    run_reconciliation,
+)
+from payment_examples.tables.models import bind_models
 
 # the rest of the flow: on the moto server alone (tests/conftest.py); engine processes: not in make test-fast
 pytestmark = [pytest.mark.flow, pytest.mark.slow]
@@ -97,9 +103,9 @@ def test_two_invocations_racing_on_one_file_do_the_work_once(engine: Settings, t
 
 def test_the_s3_handler_reconciles_a_file_from_the_engines_s3(engine: Settings) -> None:
     # S3 is the moto server's on both engines (dynalite's is the moto server beside it), DynamoDB the engine's.
-    from payment_examples.aws import client
+    from payment_examples.core.aws import client
     from payment_examples.handlers.reconcile import make_handler
-    from tests.unit.test_reconcile_handler import BUCKET, Context, s3_event
+    from tests.unit.handlers.test_reconcile_handler import BUCKET, Context, s3_event
 
     scenario = SettlementScenario(rows=150, seed=23, discrepancy_rate=0.3)
     create_scenario_payments(scenario)

@@ -5,7 +5,7 @@
 
 Per engine (the moto server process, then dynalite; each a fresh engine from ``local_aws()``):
 
-1. the round trips of one create with a card and of its replay (``payment_examples.load.round_trips``), each
+1. the round trips of one create with a card and of its replay (``payment_examples.harness.load.round_trips``), each
    request sampled ``--trip-samples`` times on the empty tables: the calls in order, each one's median time and
    its share of the request's median time;
 2. ``--payments`` distinct requests (``payment_method``: authorised through the simulated processor) from
@@ -32,19 +32,19 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from payment_examples.config import Settings, get_settings
-from payment_examples.consumer import Consumer
-from payment_examples.load import (
+from payment_examples.core.config import Settings, get_settings
+from payment_examples.core.logs import logger
+from payment_examples.core.measure import percentile
+from payment_examples.engine.local import DYNALITE_DIR, local_aws
+from payment_examples.engine.stream import stream_arn
+from payment_examples.harness.consumer import Consumer
+from payment_examples.harness.load import (
     LoadResult,
     payment_event,
     recording,
     run_load,
 )
-from payment_examples.local import DYNALITE_DIR, local_aws
-from payment_examples.logs import logger
-from payment_examples.measure import percentile
-from payment_examples.models import get_models
-from payment_examples.stream import stream_arn
+from payment_examples.tables.models import get_models
 
 HERE = Path(__file__).resolve().parent
 PAYMENTS = 10_000
@@ -54,7 +54,8 @@ STORM_COPIES = 8
 TRIP_SAMPLES = 20
 TRIP_MERCHANT = "trip-merchant"
 CARD = {"amount": 1250, "currency": "USD", "payment_method": "pm_card_visa"}
-# The minimum round trips (payment_examples/load.py explains each): ours, plus the simulated processor's ledger put.
+# The minimum round trips (payment_examples/harness/load.py explains each): ours, plus the simulated processor's
+# ledger put.
 MINIMUM = {
     "create": "2 (the payment's conditional put, recording the call about to be sent; the update applying the "
     "answer) + 1 processor ledger put (the simulated processor's, not ours)",
@@ -67,11 +68,11 @@ def trip_table(samples: int) -> dict[str, Any]:
     """One create with a card and its replay, each timed ``samples`` times (fresh keys) after one warm-up: the
     calls in order (the same in every sample, or this fails), per call the median ms and its share of the
     request's median total."""
-    from payment_examples.checkout import Checkout
+    from payment_examples.checkout.processor import LocalProcessor
+    from payment_examples.checkout.service import Checkout
     from payment_examples.handlers.process import make_handler
-    from payment_examples.models import get_models
-    from payment_examples.payments import PaymentService
-    from payment_examples.processor import LocalProcessor
+    from payment_examples.payments.service import PaymentService
+    from payment_examples.tables.models import get_models
 
     settings = get_settings()
     service = PaymentService(models=get_models(settings))

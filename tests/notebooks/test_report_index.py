@@ -14,8 +14,8 @@ import pytest
 from matplotlib.figure import Figure
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from payment_examples.errors import ConfigurationError
-from payment_examples.report_index import (
+from payment_examples.core.errors import ConfigurationError
+from payment_examples.reports.index import (
     BENCHMARKS,
     PNG_SIGNATURE,
     Headline,

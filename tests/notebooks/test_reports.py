@@ -20,12 +20,12 @@ import yaml
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from payment_examples.cli import main
-from payment_examples.clock import FixedClock
-from payment_examples.errors import ConfigurationError
-from payment_examples.kernels import AsyncIpcKernelManager, IpcKernelManager
-from payment_examples.local import DESCRIPTIONS
-from payment_examples.report_index import PNG_SIGNATURE, Headline, read_headline
-from payment_examples.reports import (
+from payment_examples.core.clock import FixedClock
+from payment_examples.core.errors import ConfigurationError
+from payment_examples.engine.local import DESCRIPTIONS
+from payment_examples.reports.index import PNG_SIGNATURE, Headline, read_headline
+from payment_examples.reports.kernels import AsyncIpcKernelManager, IpcKernelManager
+from payment_examples.reports.runner import (
     NotebookRunError,
     check_parameters,
     duration,

@@ -1,0 +1,123 @@
+"""The payment state machine as pure functions: which operation may run from which status, with which amounts.
+
+    pending --authorize--> authorized --capture--> captured --refund--> partially_refunded --refund--> refunded
+       |                      |                        \\________________refund (in full)_________________/
+       +--void / fail---------+--void / fail--> voided / failed
+
+    captured / partially_refunded --chargeback--> charged_back   (the card holder's bank took the money back)
+
+``refunded``, ``voided``, ``failed`` and ``charged_back`` are terminal. Refunds never exceed the captured amount,
+and a chargeback never exceeds what is still held (captured minus refunded).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from payment_examples.core import IllegalTransitionError, ValidationError, validate_amount
+
+
+class PaymentStatus(StrEnum):
+    PENDING = "pending"
+    AUTHORIZED = "authorized"
+    CAPTURED = "captured"
+    PARTIALLY_REFUNDED = "partially_refunded"
+    REFUNDED = "refunded"
+    VOIDED = "voided"
+    FAILED = "failed"
+    CHARGED_BACK = "charged_back"
+
+
+class Operation(StrEnum):
+    AUTHORIZE = "authorize"
+    CAPTURE = "capture"
+    REFUND = "refund"
+    VOID = "void"
+    FAIL = "fail"
+    CHARGEBACK = "chargeback"
+
+
+S, Op = PaymentStatus, Operation
+
+ALLOWED_FROM: dict[Operation, frozenset[PaymentStatus]] = {
+    Op.AUTHORIZE: frozenset({S.PENDING}),
+    Op.CAPTURE: frozenset({S.AUTHORIZED}),
+    Op.REFUND: frozenset({S.CAPTURED, S.PARTIALLY_REFUNDED}),
+    Op.VOID: frozenset({S.PENDING, S.AUTHORIZED}),
+    Op.FAIL: frozenset({S.PENDING, S.AUTHORIZED}),
+    Op.CHARGEBACK: frozenset({S.CAPTURED, S.PARTIALLY_REFUNDED}),
+}
+
+TERMINAL: frozenset[PaymentStatus] = frozenset(
+    s for s in PaymentStatus if not any(s in allowed for allowed in ALLOWED_FROM.values())
+)
+
+
+@dataclass(frozen=True)
+class Balances:
+    """The money state a transition reads and writes (all integers, minor units)."""
+
+    amount: int  # authorised amount requested at creation
+    captured: int = 0
+    refunded: int = 0
+
+
+@dataclass(frozen=True)
+class Transition:
+    operation: Operation
+    from_status: PaymentStatus
+    to_status: PaymentStatus
+    amount: int  # the money moved by this transition
+    balances: Balances  # the balances after it
+
+
+def plan_transition(
+    payment_id: str, status: str, balances: Balances, operation: Operation, amount: int | None = None
+) -> Transition:
+    """What ``operation`` does from ``status``, or ``IllegalTransitionError``. Pure: reads nothing, writes nothing.
+
+    ``amount`` is optional for capture (default: the whole authorised amount; a smaller capture releases the rest)
+    and for chargeback (default: everything still held), required for refund, and not accepted for the others (a
+    missing or unexpected amount is a ``ValidationError``; an amount the balances do not allow is an
+    ``IllegalTransitionError``).
+    """
+    current = PaymentStatus(status)
+    operation = Operation(operation)
+    if current not in ALLOWED_FROM[operation]:
+        raise IllegalTransitionError(payment_id, current, operation)
+
+    if operation is Op.CAPTURE:
+        captured = balances.amount if amount is None else validate_amount(amount)
+        if captured > balances.amount:
+            raise IllegalTransitionError(
+                payment_id, current, operation, f"capture of {captured} exceeds the authorised {balances.amount}"
+            )
+        return Transition(operation, current, S.CAPTURED, captured, Balances(balances.amount, captured, 0))
+
+    if operation is Op.REFUND:
+        if amount is None:
+            raise ValidationError("amount", "a refund needs an amount")
+        refund = validate_amount(amount)
+        remaining = balances.captured - balances.refunded
+        if refund > remaining:
+            raise IllegalTransitionError(
+                payment_id, current, operation, f"refund of {refund} exceeds the {remaining} still refundable"
+            )
+        refunded = balances.refunded + refund
+        to_status = S.REFUNDED if refunded == balances.captured else S.PARTIALLY_REFUNDED
+        return Transition(operation, current, to_status, refund, Balances(balances.amount, balances.captured, refunded))
+
+    if operation is Op.CHARGEBACK:
+        held = balances.captured - balances.refunded
+        charged_back = held if amount is None else validate_amount(amount)
+        if charged_back > held:
+            raise IllegalTransitionError(
+                payment_id, current, operation, f"chargeback of {charged_back} exceeds the {held} still held"
+            )
+        return Transition(operation, current, S.CHARGED_BACK, charged_back, balances)
+
+    if amount is not None:
+        raise ValidationError("amount", f"{operation} takes no amount")
+    to_status = {Op.AUTHORIZE: S.AUTHORIZED, Op.VOID: S.VOIDED, Op.FAIL: S.FAILED}[operation]
+    return Transition(operation, current, to_status, balances.amount, balances)

@@ -1,1 +1,0 @@
-"""The brief's utilities: idempotency middleware (more to come: audit tracker, cost estimator)."""
