@@ -136,3 +136,16 @@ def scan_everything(settings: Settings) -> str:
     for model in bind_models(settings).all():
         items += dynamodb.scan(TableName=model.Meta.table_name)["Items"]
     return json.dumps(items, default=lambda b: base64.b64encode(b).decode())
+
+
+def stream_records(settings: Settings, table: str) -> list[dict]:
+    """Every record of ``table``'s stream (one shard: moto's), as Lambda delivers them."""
+    from payment_examples.core.aws import client
+    from payment_examples.engine.stream import StreamPoller
+
+    poller = StreamPoller(table, lambda e, c: None, settings=settings)
+    streams = client("dynamodbstreams", settings)
+    shard = streams.describe_stream(StreamArn=poller.arn)["StreamDescription"]["Shards"][0]["ShardId"]
+    iterator = streams.get_shard_iterator(StreamArn=poller.arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON")
+    found = streams.get_records(ShardIterator=iterator["ShardIterator"], Limit=1000)["Records"]
+    return [poller._lambda_record(r) for r in found]

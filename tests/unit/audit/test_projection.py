@@ -10,25 +10,20 @@ import boto3
 import pytest
 
 from payment_examples.audit.projection import PaymentProjector, Projectors, audit_entity
-from payment_examples.core.aws import client
 from payment_examples.core.config import Settings
 from payment_examples.engine.stream import EventSourceConfig, StreamPoller
 from payment_examples.handlers.stream import make_handler
 from payment_examples.harness.consumer import Consumer, drain
 from payment_examples.payments.service import PaymentService
 from payment_examples.tables.models import HISTORY_LIMIT, BoundModels
+from tests.conftest import stream_records
 
 M = "m-1"
 
 
 def records(settings: Settings, models: BoundModels) -> list[dict]:
     """Every record in the payments table's stream, as Lambda delivers them."""
-    poller = StreamPoller(models.payment.Meta.table_name, lambda e, c: None, settings=settings)
-    streams = client("dynamodbstreams", settings)
-    shard = streams.describe_stream(StreamArn=poller.arn)["StreamDescription"]["Shards"][0]["ShardId"]
-    iterator = streams.get_shard_iterator(StreamArn=poller.arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON")
-    found = streams.get_records(ShardIterator=iterator["ShardIterator"], Limit=1000)["Records"]
-    return [poller._lambda_record(r) for r in found]
+    return stream_records(settings, models.payment.Meta.table_name)
 
 
 def counts(models: BoundModels) -> tuple[int, int]:

@@ -14,14 +14,13 @@ from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingErro
 
 from payment_examples.audit.chain import UNATTRIBUTED
 from payment_examples.audit.projection import Projector
-from payment_examples.core.aws import client
 from payment_examples.encryption.card_vault import PAYMENT_METHODS, PaymentMethodNotFoundError
 from payment_examples.encryption.card_vault import audit_entity as card_entity
 from payment_examples.encryption.customers import CUSTOMERS, access_entity, audit_entity
-from payment_examples.engine.stream import StreamPoller
 from payment_examples.handlers.stream import make_handler
 from payment_examples.harness.consumer import drain
 from payment_examples.tables.models import HISTORY_LIMIT, get_models
+from tests.conftest import stream_records
 
 VISA = "4111 1111 1111 1111"
 
@@ -44,16 +43,6 @@ def dynamodb_calls(customers) -> Iterator[list[str]]:
 
 def chain(customers, entity: str) -> list[tuple[str, str, str | None]]:
     return [(e.action, e.actor, e.event_id) for e in customers.audit.history(entity)]
-
-
-def records(settings, table: str) -> list[dict]:
-    """Every record of the table's stream, as Lambda delivers them."""
-    poller = StreamPoller(table, lambda e, c: None, settings=settings)
-    streams = client("dynamodbstreams", settings)
-    shard = streams.describe_stream(StreamArn=poller.arn)["StreamDescription"]["Shards"][0]["ShardId"]
-    iterator = streams.get_shard_iterator(StreamArn=poller.arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON")
-    found = streams.get_records(ShardIterator=iterator["ShardIterator"], Limit=1000)["Records"]
-    return [poller._lambda_record(r) for r in found]
 
 
 def test_a_customer_change_is_one_write_and_its_entry_comes_from_the_stream(customers) -> None:
@@ -147,7 +136,7 @@ def test_records_missed_by_a_stopped_consumer_are_written_from_the_kept_history(
     for i in range(HISTORY_LIMIT):
         customers.update_email("merchant-a", created.id, f"alice{i}@example.com", actor=f"agent-{i}")
     models = get_models(field_settings)
-    last = records(field_settings, models.customer.Meta.table_name)[-1]
+    last = stream_records(field_settings, models.customer.Meta.table_name)[-1]
     projector = Projector(CUSTOMERS, models=models, settings=field_settings)
     assert make_handler(projector)({"Records": [last]}, None) == {"batchItemFailures": []}
     entries = list(customers.audit.history(audit_entity(created.id)))
@@ -162,7 +151,7 @@ def test_records_missed_by_a_stopped_consumer_are_written_from_the_kept_history(
 def test_the_function_routes_each_record_to_its_tables_projector(customers, field_settings) -> None:
     created = customers.create_customer("merchant-a", "alice@example.com", actor="signup")
     models = get_models(field_settings)
-    [record] = records(field_settings, models.customer.Meta.table_name)
+    [record] = stream_records(field_settings, models.customer.Meta.table_name)
     cards_only = make_handler(Projector(PAYMENT_METHODS, models=models, settings=field_settings))
     with pytest.raises(BatchProcessingError, match="not of 'cust-payment-methods'"):  # not its table's record
         cards_only({"Records": [record]}, None)
