@@ -1,6 +1,8 @@
-"""The settlement file: its pinned format, and a streaming reader that never holds the whole file.
+"""Settlement files: a streaming reader that never holds the whole file, the layouts it reads (the canonical
+format below, and the processors' own reports: ``stripe_report``, ``adyen_report``, ``paypal_report``), and which
+layout a file is (detected from its first record, or named).
 
-Format (UTF-8 CSV, RFC 4180 quoting), with exactly this header::
+The canonical format (UTF-8 CSV, RFC 4180 quoting), with exactly this header::
 
     payment_id,merchant_id,amount,currency,status,settled_at,processor_reference
 
@@ -14,23 +16,41 @@ Accepted: a UTF-8 byte order mark, CRLF or LF line ends, quoted fields (with com
 lines. A bad *row* is an ``InvalidRow`` (line, field, reason) and the file goes on; a bad *file* (empty, no header,
 other columns, not UTF-8 text) raises ``SettlementFileError`` before any row is read.
 
-The reader splits the byte stream at ``\\n`` itself (a UTF-8 continuation byte is never ``\\n``), decodes each line
+Every layout is read the same way: the reader splits the byte stream at ``\\n`` itself (a UTF-8 continuation byte is never ``\\n``), decodes each line
 on its own and feeds the lines to ``csv.reader``, which asks for exactly the lines a record needs. So it knows the
 physical line where every row starts and the byte offset where the next row starts: a run can be checkpointed at
-any row boundary and resumed there with an S3 ranged GET, and memory stays flat however long the file is.
+any row boundary and resumed there with an S3 ranged GET (the ``Position`` carries the layout's context: its
+columns, the PayPal section), and memory stays flat however long the file is.
 """
 
 from __future__ import annotations
 
 import csv
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from enum import StrEnum
-from typing import BinaryIO
+from datetime import datetime
+from typing import Any, BinaryIO
 
-from payment_examples.core import PaymentExamplesError, ValidationError, identifier
+from payment_examples.core import ValidationError, identifier
 from payment_examples.core.money import MAX_AMOUNT, currency_exponent
+from payment_examples.reconciliation.rows import (
+    CANONICAL_STATUSES,
+    BalanceRow,
+    InvalidRow,
+    Layout,
+    ParsedRow,
+    Position,
+    Record,
+    SettlementFileError,
+    SettlementRow,
+    SettlementStatus,
+    utc,
+)
+
+__all__ = [
+    "HEADER", "BalanceRow", "InvalidRow", "Layout", "ParsedRow", "Position", "Record", "SettlementFileError",
+    "SettlementRow", "SettlementStatus", "check_settlement_file", "detect_layout", "layouts", "read_records",
+    "read_settlement_file",
+]  # fmt: skip
 
 COLUMNS = ("payment_id", "merchant_id", "amount", "currency", "status", "settled_at", "processor_reference")
 HEADER = ",".join(COLUMNS)
@@ -38,68 +58,6 @@ CHUNK_BYTES = 64 * 1024
 MAX_LINE_BYTES = 64 * 1024  # a "line" longer than this is not a settlement row: the file is broken
 MAX_RECORD_LINES = 20  # a quoted field running over more lines than this was never closed: the file is broken
 _BOM = b"\xef\xbb\xbf"
-
-
-class SettlementStatus(StrEnum):
-    SETTLED = "settled"
-    REFUNDED = "refunded"
-    CHARGEBACK = "chargeback"
-    FAILED = "failed"
-
-
-class SettlementFileError(PaymentExamplesError):
-    """The file as a whole cannot be read as a settlement file (nothing was changed because of it)."""
-
-    http_status = 422
-    title = "Bad settlement file"
-
-
-@dataclass(frozen=True)
-class SettlementRow:
-    """One valid data row. ``line`` is the physical line (1-based, the header is line 1) where the row starts."""
-
-    line: int
-    payment_id: str
-    merchant_id: str
-    amount: int
-    currency: str
-    status: SettlementStatus
-    settled_at: datetime
-    processor_reference: str
-
-    @property
-    def dedupe_key(self) -> str:
-        """Rows with the same (payment, status, reference) are the same event: a later one is a duplicate."""
-        return f"{self.status}#{self.processor_reference}"
-
-
-@dataclass(frozen=True)
-class InvalidRow:
-    """A data row with a missing or malformed field; ``payment_id`` is whatever the row had there (maybe None)."""
-
-    line: int
-    field: str
-    reason: str
-    payment_id: str | None = None
-
-    @property
-    def detail(self) -> str:
-        return f"{self.field}: {self.reason}"
-
-
-ParsedRow = SettlementRow | InvalidRow
-
-
-@dataclass(frozen=True)
-class Position:
-    """Where reading resumes: the physical line number and byte offset of the next row's first line."""
-
-    line: int = 1
-    offset: int = 0
-
-    @property
-    def at_start(self) -> bool:
-        return self.offset == 0
 
 
 class _Lines:
@@ -138,6 +96,12 @@ class _Lines:
         if self._first:
             self._first = False
             raw = raw.removeprefix(_BOM)
+            if b"\x00" in raw:
+                raise SettlementFileError("the file is binary, not UTF-8 CSV text")
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise SettlementFileError("the file is not UTF-8 text (the first line does not decode)") from None
         return raw
 
     def __iter__(self) -> Iterator[str]:
@@ -149,54 +113,23 @@ class _Lines:
                 yield raw.decode("utf-8", errors="replace")
 
 
-def _check_header(lines: _Lines) -> None:
-    while True:
-        raw = lines.next_bytes()
-        if raw is None:
-            raise SettlementFileError("the file is empty: expected the header " + HEADER)
-        if raw.strip():
-            break
-    if b"\x00" in raw:
-        raise SettlementFileError("the file is binary, not UTF-8 CSV text")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise SettlementFileError("the file is not UTF-8 text (the header does not decode)") from None
-    found = next(csv.reader([text]), [])
-    if tuple(found) != COLUMNS:
-        raise SettlementFileError(
-            f"line {lines.line}: wrong columns: expected {HEADER!r}, got {','.join(found)[:200]!r}"
-        )
-
-
-def read_settlement_file(stream: BinaryIO, start: Position | None = None) -> Iterator[tuple[ParsedRow, Position]]:
-    """Yield each data row (valid or not) with the position just after it, in file order.
-
-    From the start of the stream the header is checked first (``SettlementFileError`` if the file is bad); from
-    a checkpointed ``start`` the stream must already be positioned at ``start.offset`` and rows continue from
-    there. Blank lines are skipped. A structure ``csv`` cannot read (an unterminated quote that swallows the rest
-    of the file) raises ``SettlementFileError`` naming the line.
-    """
+def read_records(stream: BinaryIO, start: Position | None = None) -> Iterator[tuple[Record | InvalidRow, Position]]:
+    """Each non-blank CSV record with the position just after it (an ``InvalidRow`` for a record ``csv`` refuses
+    but can read past); a structure it cannot read past (an unterminated quote) raises ``SettlementFileError``."""
     start = start or Position()
     lines = _Lines(stream, start)
-    if start.at_start:
-        _check_header(lines)
     reader = csv.reader(iter(lines))
-    data_rows = 0
     while True:
         first_line = lines.line + 1
         lines.undecodable.clear()
         try:
             fields = next(reader)
         except StopIteration:
-            if start.at_start and not data_rows:
-                raise SettlementFileError("the file has a header but no data rows") from None
             return
         except csv.Error as error:
             if "field limit" in str(error) or lines.line - first_line >= MAX_RECORD_LINES:
                 raise SettlementFileError(f"line {first_line}: a quoted field is never closed ({error})") from None
             # e.g. a stray carriage return inside an unquoted field: csv drops the rest of that line and goes on
-            data_rows += 1
             yield InvalidRow(first_line, "row", f"is not valid CSV ({error})"), Position(lines.line + 1, lines.offset)
             continue
         if lines.line - first_line >= MAX_RECORD_LINES:
@@ -205,21 +138,117 @@ def read_settlement_file(stream: BinaryIO, start: Position | None = None) -> Ite
             )
         if not fields or (len(fields) == 1 and not fields[0].strip()):
             continue  # a blank line
+        yield Record(first_line, fields, bool(lines.undecodable)), Position(lines.line + 1, lines.offset)
+
+
+def read_settlement_file(
+    stream: BinaryIO, start: Position | None = None, *, layout: str | None = None, merchant: str | None = None
+) -> Iterator[tuple[ParsedRow, Position]]:
+    """Yield each data row (valid or not) with the position just after it, in file order.
+
+    From the start of the stream the first record picks the layout (``detect_layout``; or ``layout`` names it,
+    and the first record must then be that layout's) and is checked (``SettlementFileError`` if the file is bad);
+    ``merchant`` is the file's merchant, for layouts whose rows may not name one (a Stripe report without
+    ``connected_account_id``). From a checkpointed ``start`` the stream must already be positioned at
+    ``start.offset`` and rows continue from there with the context the position carries.
+    """
+    start = start or Position()
+    records = read_records(stream, start)
+    if start.at_start:
+        first = next((r for r, _ in records if isinstance(r, Record)), None)
+        chosen = named_layout(layout) if layout else None
+        if first is None:
+            expected = chosen.expected if chosen else _expected()
+            raise SettlementFileError(f"the file is empty: expected {expected}")
+        if chosen is not None and not chosen.matches(first):
+            raise SettlementFileError(f"line {first.line}: wrong columns: not a {chosen.name} file: expected "
+                                      f"{chosen.expected}, got {','.join(first.fields)[:200]!r}")  # fmt: skip
+        chosen = chosen or detect_layout(first)
+        context = chosen.begin(first, merchant)
+    else:
+        context = dict(start.context or {"layout": CANONICAL})
+        chosen = named_layout(context["layout"])
+    data_rows = 0
+    for record, position in records:
+        if isinstance(record, InvalidRow):
+            data_rows += 1
+            yield record, Position(position.line, position.offset, context)
+            continue
+        row, context = chosen.parse(record, context)
+        if row is None:
+            continue
         data_rows += 1
-        yield (
-            parse_row(first_line, fields, bad_encoding=bool(lines.undecodable)),
-            Position(lines.line + 1, lines.offset),
-        )
+        yield row, Position(position.line, position.offset, context)
+    if start.at_start and not data_rows:
+        raise SettlementFileError("the file has a header but no data rows")
+    chosen.end(context)
 
 
-def check_settlement_file(stream: BinaryIO) -> int:
+def check_settlement_file(stream: BinaryIO, *, layout: str | None = None, merchant: str | None = None) -> int:
     """Read the whole file without acting on it: the number of data rows, or ``SettlementFileError`` for a file
-    whose structure is broken anywhere (run before the first change, so such a file changes nothing)."""
-    return sum(1 for _ in read_settlement_file(stream))
+    whose structure is broken anywhere, or whose footers disagree with its rows (run before the first change, so
+    such a file changes nothing)."""
+    return sum(1 for _ in read_settlement_file(stream, layout=layout, merchant=merchant))
+
+
+# -- which layout -------------------------------------------------------------------------------------------------
+
+CANONICAL = "canonical"
+
+
+def layouts() -> dict[str, Layout]:
+    """Every layout by name, in detection order."""
+    from payment_examples.reconciliation.adyen_report import ADYEN
+    from payment_examples.reconciliation.paypal_report import PAYPAL
+    from payment_examples.reconciliation.stripe_report import STRIPE
+
+    return {CANONICAL: CANONICAL_LAYOUT, STRIPE.name: STRIPE, ADYEN.name: ADYEN, PAYPAL.name: PAYPAL}
+
+
+def named_layout(name: str) -> Layout:
+    known = layouts()
+    if name not in known:
+        raise SettlementFileError(f"unknown format {name!r}: expected one of {', '.join(known)}")
+    return known[name]
+
+
+def _expected() -> str:
+    return "; or ".join(f"{layout.name}: {layout.expected}" for layout in layouts().values())
+
+
+def detect_layout(first: Record) -> Layout:
+    """The layout whose first record this is, or a file error naming what each layout expects."""
+    for layout in layouts().values():
+        if layout.matches(first):
+            return layout
+    raise SettlementFileError(
+        f"line {first.line}: wrong columns: not a settlement layout this reader knows (got "
+        f"{','.join(first.fields)[:200]!r}); expected {_expected()}"
+    )
+
+
+# -- the canonical layout -------------------------------------------------------------------------------------------
+
+
+class CanonicalLayout(Layout):
+    name = CANONICAL
+    expected = f"the header {HEADER!r}"
+
+    def matches(self, first: Record) -> bool:
+        return tuple(f.strip() for f in first.fields) == COLUMNS
+
+    def begin(self, first: Record, merchant: str | None) -> dict[str, Any]:
+        return {"layout": CANONICAL}
+
+    def parse(self, record: Record, context: dict[str, Any]) -> tuple[ParsedRow, dict[str, Any]]:
+        return parse_row(record.line, record.fields, bad_encoding=record.bad_encoding), context
+
+
+CANONICAL_LAYOUT = CanonicalLayout()
 
 
 def parse_row(line: int, fields: list[str], *, bad_encoding: bool = False) -> ParsedRow:
-    """Validate one row's fields; the first problem found (in column order) is the row's reason."""
+    """Validate one canonical row's fields; the first problem found (in column order) is the row's reason."""
     payment_id = fields[0] if fields else None
     if len(fields) != len(COLUMNS):
         return InvalidRow(line, "row", f"has {len(fields)} fields, expected {len(COLUMNS)}", payment_id)
@@ -261,11 +290,10 @@ def _amount(text: str) -> int:
 
 
 def _status(text: str) -> SettlementStatus:
-    try:
-        return SettlementStatus(text)
-    except ValueError:
-        allowed = ", ".join(s.value for s in SettlementStatus)
-        raise ValidationError("status", f"{text[:40]!r} is not one of {allowed}") from None
+    if text not in CANONICAL_STATUSES:
+        allowed = ", ".join(s.value for s in CANONICAL_STATUSES)
+        raise ValidationError("status", f"{text[:40]!r} is not one of {allowed}")
+    return SettlementStatus(text)
 
 
 def _instant(text: str) -> datetime:
@@ -277,7 +305,4 @@ def _instant(text: str) -> datetime:
         raise ValidationError("settled_at", f"{text[:40]!r} is not an ISO 8601 date-time") from None
     if value.tzinfo is None:
         raise ValidationError("settled_at", f"{text[:40]!r} has no UTC offset")
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:
-        raise ValidationError("settled_at", f"{text[:40]!r} is out of range in UTC") from None
+    return utc(value, "settled_at", text)
