@@ -16,8 +16,9 @@ Accepted: a UTF-8 byte order mark, CRLF or LF line ends, quoted fields (with com
 lines. A bad *row* is an ``InvalidRow`` (line, field, reason) and the file goes on; a bad *file* (empty, no header,
 other columns, not UTF-8 text) raises ``SettlementFileError`` before any row is read.
 
-Every layout is read the same way: the reader splits the byte stream at ``\\n`` itself (a UTF-8 continuation byte is never ``\\n``), decodes each line
-on its own and feeds the lines to ``csv.reader``, which asks for exactly the lines a record needs. So it knows the
+Every layout is read the same way: the reader splits the byte stream at ``\\n`` itself (a UTF-8 continuation
+byte is never ``\\n``), decodes each line on its own and feeds the lines to ``csv.reader``, which asks for exactly
+the lines a record needs. So it knows the
 physical line where every row starts and the byte offset where the next row starts: a run can be checkpointed at
 any row boundary and resumed there with an S3 ranged GET (the ``Position`` carries the layout's context: its
 columns, the PayPal section), and memory stays flat however long the file is.
