@@ -431,6 +431,27 @@ class PaymentService:
             expected_version=expected_version,
         )
 
+    def reverse_chargeback(
+        self,
+        merchant_id: str,
+        payment_id: str,
+        *,
+        actor: str,
+        amount: int | None = None,
+        reason: str | None = None,
+        expected_version: int | None = None,
+    ) -> Payment:
+        """The merchant won the dispute: the money is back and the payment is captured (or partially refunded)."""
+        return self._transition(
+            merchant_id,
+            payment_id,
+            Operation.REVERSE_CHARGEBACK,
+            actor=actor,
+            amount=amount,
+            reason=reason,
+            expected_version=expected_version,
+        )
+
     def transition(
         self,
         merchant_id: str,

@@ -5,9 +5,12 @@
        +--void / fail---------+--void / fail--> voided / failed
 
     captured / partially_refunded --chargeback--> charged_back   (the card holder's bank took the money back)
+    charged_back --reverse_chargeback--> captured / partially_refunded   (the merchant won the dispute)
 
-``refunded``, ``voided``, ``failed`` and ``charged_back`` are terminal. Refunds never exceed the captured amount,
-and a chargeback never exceeds what is still held (captured minus refunded).
+``refunded``, ``voided`` and ``failed`` are terminal. ``charged_back`` is not: a dispute the merchant wins comes
+back (Stripe's ``dispute_reversal``, Adyen's ``ChargebackReversed``), and the payment is again what it was before
+the chargeback (captured, or partially refunded where refunds were made). Refunds never exceed the captured
+amount, and a chargeback, or its reversal, never exceeds what is still held (captured minus refunded).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class Operation(StrEnum):
     VOID = "void"
     FAIL = "fail"
     CHARGEBACK = "chargeback"
+    REVERSE_CHARGEBACK = "reverse_chargeback"
 
 
 S, Op = PaymentStatus, Operation
@@ -47,6 +51,7 @@ ALLOWED_FROM: dict[Operation, frozenset[PaymentStatus]] = {
     Op.VOID: frozenset({S.PENDING, S.AUTHORIZED}),
     Op.FAIL: frozenset({S.PENDING, S.AUTHORIZED}),
     Op.CHARGEBACK: frozenset({S.CAPTURED, S.PARTIALLY_REFUNDED}),
+    Op.REVERSE_CHARGEBACK: frozenset({S.CHARGED_BACK}),
 }
 
 TERMINAL: frozenset[PaymentStatus] = frozenset(
@@ -78,7 +83,7 @@ def plan_transition(
     """What ``operation`` does from ``status``, or ``IllegalTransitionError``. Pure: reads nothing, writes nothing.
 
     ``amount`` is optional for capture (default: the whole authorised amount; a smaller capture releases the rest)
-    and for chargeback (default: everything still held), required for refund, and not accepted for the others (a
+    and for chargeback and its reversal (default: everything still held), required for refund, and not accepted for the others (a
     missing or unexpected amount is a ``ValidationError``; an amount the balances do not allow is an
     ``IllegalTransitionError``).
     """
@@ -116,6 +121,16 @@ def plan_transition(
                 payment_id, current, operation, f"chargeback of {charged_back} exceeds the {held} still held"
             )
         return Transition(operation, current, S.CHARGED_BACK, charged_back, balances)
+
+    if operation is Op.REVERSE_CHARGEBACK:
+        held = balances.captured - balances.refunded
+        returned = held if amount is None else validate_amount(amount)
+        if returned > held:
+            raise IllegalTransitionError(
+                payment_id, current, operation, f"a reversal of {returned} exceeds the {held} that was held"
+            )
+        to_status = S.CAPTURED if balances.refunded == 0 else S.PARTIALLY_REFUNDED
+        return Transition(operation, current, to_status, returned, balances)
 
     if amount is not None:
         raise ValidationError("amount", f"{operation} takes no amount")

@@ -26,6 +26,7 @@ LEGAL: dict[tuple[PaymentStatus, Operation], PaymentStatus] = {
     (S.PARTIALLY_REFUNDED, Op.REFUND): S.PARTIALLY_REFUNDED,
     (S.CAPTURED, Op.CHARGEBACK): S.CHARGED_BACK,
     (S.PARTIALLY_REFUNDED, Op.CHARGEBACK): S.CHARGED_BACK,
+    (S.CHARGED_BACK, Op.REVERSE_CHARGEBACK): S.CAPTURED,  # PATH's chargeback came before any refund
 }
 ALL_PAIRS = [(status, op) for status in PaymentStatus for op in Operation]
 
@@ -68,7 +69,7 @@ def payment_in(service: PaymentService, status: PaymentStatus) -> Payment:
 
 
 def test_terminal_statuses() -> None:
-    assert {S.REFUNDED, S.VOIDED, S.FAILED, S.CHARGED_BACK} == TERMINAL
+    assert {S.REFUNDED, S.VOIDED, S.FAILED} == TERMINAL
 
 
 @pytest.mark.parametrize(("status", "op"), ALL_PAIRS, ids=[f"{s}-{o}" for s, o in ALL_PAIRS])
@@ -163,3 +164,12 @@ def test_chargeback_takes_what_is_still_held_or_a_smaller_amount() -> None:
     assert (whole.to_status, whole.amount, whole.balances) == (S.CHARGED_BACK, 700, Balances(1000, 1000, 300))
     part = plan_transition("p", "captured", Balances(1000, 1000), Op.CHARGEBACK, 400)
     assert part.amount == 400
+
+
+def test_a_reversed_chargeback_restores_what_the_payment_was_before_it() -> None:
+    after_refund = plan_transition("p", "charged_back", Balances(AMOUNT, AMOUNT, REFUND), Op.REVERSE_CHARGEBACK)
+    assert (after_refund.to_status, after_refund.amount) == (S.PARTIALLY_REFUNDED, AMOUNT - REFUND)
+    whole = plan_transition("p", "charged_back", Balances(AMOUNT, AMOUNT), Op.REVERSE_CHARGEBACK, 400)
+    assert (whole.to_status, whole.amount, whole.balances) == (S.CAPTURED, 400, Balances(AMOUNT, AMOUNT))
+    with pytest.raises(IllegalTransitionError, match="exceeds the 900 that was held"):
+        plan_transition("p", "charged_back", Balances(AMOUNT, AMOUNT, REFUND), Op.REVERSE_CHARGEBACK, 901)
