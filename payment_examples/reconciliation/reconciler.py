@@ -55,15 +55,16 @@ from payment_examples.core import client as aws_client
 from payment_examples.core.errors import CONDITIONAL_CHECK_FAILED, PaymentExamplesError, VersionConflictError
 from payment_examples.payments import Balances, Operation, PaymentStatus
 from payment_examples.payments.service import PaymentService, update_unversioned
-from payment_examples.reconciliation.settlement_file import (
+from payment_examples.reconciliation.rows import (
+    BalanceKind,
+    BalanceRow,
     InvalidRow,
     ParsedRow,
     Position,
     SettlementRow,
     SettlementStatus,
-    check_settlement_file,
-    read_settlement_file,
 )
+from payment_examples.reconciliation.settlement_file import check_settlement_file, named_layout, read_settlement_file
 from payment_examples.tables.models import Payment, SettlementAttribute, get_models, sortable_time
 
 BATCH_ROWS = 500
@@ -82,9 +83,13 @@ class Outcome(StrEnum):
     CURRENCY_MISMATCH = "currency_mismatch"
     AMOUNT_MISMATCH = "amount_mismatch"
     ILLEGAL_TRANSITION = "illegal_transition"
+    FEE = "fee"  # a processor fee row (about the merchant's balance, not a payment)
+    ADJUSTMENT = "adjustment"  # any other row about the balance (MiscCosts, a correction, a transfer...)
+    PAYOUT = "payout"  # the payout itself (Stripe payout, Adyen MerchantPayout, a PayPal withdrawal)
 
 
 RECONCILED = frozenset({Outcome.APPLIED, Outcome.MATCHED})
+BALANCE = frozenset({Outcome.FEE, Outcome.ADJUSTMENT, Outcome.PAYOUT})  # rows about the balance: not exceptions
 DISPUTED = frozenset(
     {Outcome.UNKNOWN_PAYMENT, Outcome.MERCHANT_MISMATCH, Outcome.CURRENCY_MISMATCH, Outcome.AMOUNT_MISMATCH,
      Outcome.ILLEGAL_TRANSITION}
@@ -106,51 +111,109 @@ class Decision:
     amount: int | None = None  # ... and its amount
 
 
-def decide(row: SettlementRow, status: str, balances: Balances) -> Decision:
-    """The outcome of a row for a payment of its merchant, in its currency, not yet reported in this file."""
-    s, amount = PaymentStatus(status), row.amount
-    captured_any = {PaymentStatus.CAPTURED, PaymentStatus.PARTIALLY_REFUNDED, PaymentStatus.REFUNDED,
-                    PaymentStatus.CHARGED_BACK}  # fmt: skip
-    refundable = {PaymentStatus.CAPTURED, PaymentStatus.PARTIALLY_REFUNDED}
+@dataclass(frozen=True)
+class Reported:
+    """What earlier rows (of any file) reconciled for a payment, read from its marks: the per-event statuses
+    (one refund, a capture reversal, a dispute reversed) are judged against these running totals."""
+
+    settled: int = 0  # the latest reconciled settled row's gross
+    refunds: int = 0  # the sum of the reconciled ``refund`` rows
+    capture_reversals: int = 0  # the sum of the reconciled ``capture_reversal`` rows
+    open_chargebacks: int = 0  # reconciled chargebacks minus reconciled reversals
+
+    @classmethod
+    def from_marks(cls, marks: Iterable[Any]) -> Reported:
+        settled = refunds = reversals = chargebacks = 0
+        for mark in sorted((m for m in marks if isinstance(m, dict)), key=lambda m: int(m.get("line", 0))):
+            if mark.get("outcome") not in RECONCILED:
+                continue
+            status = mark.get("status") or str(mark.get("event", "")).split("#", 1)[0]
+            amount = int(mark.get("amount") or 0)
+            if status == SettlementStatus.SETTLED:
+                settled = amount
+            elif status == SettlementStatus.REFUND:
+                refunds += amount
+            elif status == SettlementStatus.CAPTURE_REVERSAL:
+                reversals += amount
+            elif status == SettlementStatus.CHARGEBACK:
+                chargebacks += 1
+            elif status == SettlementStatus.CHARGEBACK_REVERSAL:
+                chargebacks -= 1
+        return cls(settled, refunds, reversals, chargebacks)
+
+
+_CAPTURED_ANY = frozenset({PaymentStatus.CAPTURED, PaymentStatus.PARTIALLY_REFUNDED, PaymentStatus.REFUNDED,
+                           PaymentStatus.CHARGED_BACK})  # fmt: skip
+_REFUNDABLE = frozenset({PaymentStatus.CAPTURED, PaymentStatus.PARTIALLY_REFUNDED})
+
+
+def decide(row: SettlementRow, status: str, balances: Balances, reported: Reported | None = None) -> Decision:
+    """The outcome of a row for a payment of its merchant, in its currency, not yet reported in this file.
+    ``reported`` is what the payment's earlier rows reconciled (for the per-event statuses)."""
+    s, amount, reported = PaymentStatus(status), row.amount, reported or Reported()
     if row.status is SettlementStatus.SETTLED:
         if s is PaymentStatus.AUTHORIZED:
             if amount <= balances.amount:
                 return Decision(Outcome.APPLIED, f"captured {amount}", Operation.CAPTURE, amount)
             return Decision(Outcome.AMOUNT_MISMATCH, f"settled {amount} exceeds the authorised {balances.amount}")
-        if s in captured_any:
+        if s in _CAPTURED_ANY:
             if balances.captured == amount:
                 return Decision(Outcome.MATCHED)
             return Decision(Outcome.AMOUNT_MISMATCH, f"settled {amount}, captured {balances.captured}")
         return Decision(Outcome.ILLEGAL_TRANSITION, f"a {s} payment cannot be settled")
     if row.status is SettlementStatus.REFUNDED:  # the row's amount is the total refunded so far
-        if s not in captured_any:
-            return Decision(Outcome.ILLEGAL_TRANSITION, f"a {s} payment was never captured, so not refunded")
-        if balances.refunded == amount:
-            return Decision(Outcome.MATCHED)
-        if balances.refunded > amount:
-            detail = f"file refunded {amount} in total, we refunded {balances.refunded}"
-            return Decision(Outcome.AMOUNT_MISMATCH, detail)
-        if amount > balances.captured:
-            return Decision(Outcome.AMOUNT_MISMATCH, f"refunded {amount} exceeds the captured {balances.captured}")
-        if s not in refundable:
-            return Decision(Outcome.ILLEGAL_TRANSITION, f"a {s} payment cannot be refunded")
-        difference = amount - balances.refunded
-        return Decision(Outcome.APPLIED, f"refunded {difference}", Operation.REFUND, difference)
+        return _refunded_in_all(amount, s, balances)
+    if row.status is SettlementStatus.REFUND:  # one refund: the processor's total is the earlier refunds and this
+        return _refunded_in_all(reported.refunds + amount, s, balances)
+    if row.status is SettlementStatus.CAPTURE_REVERSAL:  # the charge row carried more than was captured
+        if s not in _CAPTURED_ANY:
+            return Decision(Outcome.ILLEGAL_TRANSITION, f"a {s} payment was never captured, so nothing to reverse")
+        kept = reported.settled - reported.capture_reversals - amount
+        if kept == balances.captured:
+            return Decision(Outcome.MATCHED, f"the processor keeps {kept} of the charge, as captured")
+        return Decision(
+            Outcome.AMOUNT_MISMATCH, f"the processor keeps {kept} of the charge, captured {balances.captured}"
+        )
     if row.status is SettlementStatus.CHARGEBACK:
         if s is PaymentStatus.CHARGED_BACK:
             return Decision(Outcome.MATCHED)
-        if s in refundable:
+        if s in _REFUNDABLE:
             held = balances.captured - balances.refunded
             if amount > held:
                 return Decision(Outcome.AMOUNT_MISMATCH, f"chargeback of {amount} exceeds the {held} still held")
             return Decision(Outcome.APPLIED, f"charged back {amount}", Operation.CHARGEBACK, amount)
         return Decision(Outcome.ILLEGAL_TRANSITION, f"a {s} payment cannot be charged back")
+    if row.status is SettlementStatus.CHARGEBACK_REVERSAL:  # the merchant won the dispute
+        if s is PaymentStatus.CHARGED_BACK:
+            held = balances.captured - balances.refunded
+            if amount > held:
+                return Decision(Outcome.AMOUNT_MISMATCH, f"a reversal of {amount} exceeds the {held} that was held")
+            return Decision(Outcome.APPLIED, f"chargeback reversed ({amount})", Operation.REVERSE_CHARGEBACK, amount)
+        if s in _REFUNDABLE and reported.open_chargebacks > 0:
+            return Decision(Outcome.MATCHED, "the chargeback was already reversed")
+        return Decision(Outcome.ILLEGAL_TRANSITION, f"a {s} payment has no chargeback to reverse")
     # SettlementStatus.FAILED
     if s in (PaymentStatus.PENDING, PaymentStatus.AUTHORIZED):
         return Decision(Outcome.APPLIED, "failed", Operation.FAIL)
     if s is PaymentStatus.FAILED:
         return Decision(Outcome.MATCHED)
     return Decision(Outcome.ILLEGAL_TRANSITION, f"a {s} payment cannot fail")
+
+
+def _refunded_in_all(total: int, s: PaymentStatus, balances: Balances) -> Decision:
+    """A row that says the processor has refunded ``total`` in all for this payment."""
+    if s not in _CAPTURED_ANY:
+        return Decision(Outcome.ILLEGAL_TRANSITION, f"a {s} payment was never captured, so not refunded")
+    if balances.refunded == total:
+        return Decision(Outcome.MATCHED)
+    if balances.refunded > total:
+        return Decision(Outcome.AMOUNT_MISMATCH, f"file refunded {total} in total, we refunded {balances.refunded}")
+    if total > balances.captured:
+        return Decision(Outcome.AMOUNT_MISMATCH, f"refunded {total} exceeds the captured {balances.captured}")
+    if s not in _REFUNDABLE:
+        return Decision(Outcome.ILLEGAL_TRANSITION, f"a {s} payment cannot be refunded")
+    difference = total - balances.refunded
+    return Decision(Outcome.APPLIED, f"refunded {difference}", Operation.REFUND, difference)
 
 
 # -- results -------------------------------------------------------------------------------------------------------
@@ -177,11 +240,12 @@ class RowResult:
     detail: str = ""
     amount: int | None = None
     currency: str | None = None
+    payout_id: str | None = None
 
 
 def _mark(file: SettlementFile, row: SettlementRow, outcome: Outcome, detail: str) -> dict[str, Any]:
     return {"file_id": file.file_id, "line": row.line, "event": row.dedupe_key[:300], "outcome": outcome.value,
-            "detail": detail}  # fmt: skip
+            "detail": detail, "status": row.status.value, "amount": row.amount}  # fmt: skip
 
 
 def mark_key(file: SettlementFile, row: SettlementRow) -> str:
@@ -404,6 +468,7 @@ def _initial_state(file: SettlementFile, now: datetime) -> dict[str, Any]:
         "file_id": file.file_id, "name": file.name, "status": "running", "position": {"line": 1, "offset": 0},
         "rows": 0, "outcomes": {o.value: 0 for o in Outcome}, "amounts": {}, "latest_settled_at": None,
         "started_at": now.isoformat(), "seconds": 0.0, "invocations": 0, "summary": None, "report": None,
+        "layout": None, "payouts": {},
     }  # fmt: skip
 
 
@@ -462,9 +527,12 @@ class Reconciler:
         for row in rows:
             if isinstance(row, InvalidRow):
                 results[row.line] = RowResult(row.line, row.payment_id, None, Outcome.INVALID_ROW, row.detail)
+            elif isinstance(row, BalanceRow):  # about the merchant's balance: reported, never applied
+                results[row.line] = RowResult(row.line, None, row.merchant_id, Outcome(row.kind.value),
+                                              row.description, row.amount, row.currency, row.payout_id)  # fmt: skip
             else:
                 valid.append(row)
-        payments = self._batch_get(sorted({row.payment_id for row in valid}))
+        payments = self._batch_get(sorted({row.payment_id for row in valid if row.payment_id}))
         groups: dict[str, list[SettlementRow]] = {}
         for row in valid:
             groups.setdefault(row.payment_id, []).append(row)
@@ -529,7 +597,8 @@ class Reconciler:
         self, file: SettlementFile, payment: Payment | None, row: SettlementRow
     ) -> tuple[RowResult, Payment | None]:
         def result(outcome: Outcome, detail: str = "") -> RowResult:
-            return RowResult(row.line, row.payment_id, row.merchant_id, outcome, detail, row.amount, row.currency)
+            return RowResult(row.line, row.payment_id or None, row.merchant_id, outcome, detail, row.amount,
+                             row.currency, row.payout_id)  # fmt: skip
 
         marks = payment.settlement_rows.as_dict() if payment is not None and payment.settlement_rows else {}
         key = mark_key(file, row)
@@ -544,20 +613,20 @@ class Reconciler:
             seen = _earlier(existing, file, row.line)
             if isinstance(seen, RowResult):
                 return result(Outcome.DUPLICATE_ROW, seen.detail), payment
-            return result(seen or outcome, _foreign_detail(seen or outcome)), payment
+            return result(seen or outcome, _foreign_detail(seen or outcome, row)), payment
 
         if earlier is None and row_digest(row) in self._bloom:
             earlier = _earlier(self.store.row_item(file, row), file, row.line)  # first seen as a foreign row?
         if isinstance(earlier, RowResult):
             return result(Outcome.DUPLICATE_ROW, earlier.detail), payment
         if isinstance(earlier, Outcome):  # our own mark (or row item): handled before a restart
-            return result(earlier, marks.get(key, {}).get("detail") or _foreign_detail(earlier)), payment
+            return result(earlier, marks.get(key, {}).get("detail") or _foreign_detail(earlier, row)), payment
 
         if payment.currency != row.currency:
             decision = Decision(Outcome.CURRENCY_MISMATCH, f"file {row.currency}, payment {payment.currency}")
         else:
             balances = Balances(int(payment.amount), int(payment.captured_amount), int(payment.refunded_amount))
-            decision = decide(row, payment.status, balances)
+            decision = decide(row, payment.status, balances, Reported.from_marks(marks.values()))
         if decision.operation is not None and payment.processor_call is not None:
             # The processor may have acted on a call whose answer is not applied yet (checkout.py): no change may
             # overtake it. Reported for a person; `recover` or the client's retry resolves the call.
@@ -597,7 +666,9 @@ class Reconciler:
             )
 
 
-def _foreign_detail(outcome: Outcome) -> str:
+def _foreign_detail(outcome: Outcome, row: SettlementRow | None = None) -> str:
+    if outcome is Outcome.UNKNOWN_PAYMENT and row is not None and not row.payment_id:
+        return "the row carries no payment id of ours"
     if outcome is Outcome.UNKNOWN_PAYMENT:
         return "no payment with this id"
     if outcome is Outcome.MERCHANT_MISMATCH:
@@ -632,6 +703,8 @@ def _settlement_actions(payment: Payment, row: SettlementRow, file: SettlementFi
 
 class SettlementSource(Protocol):
     file: SettlementFile
+    layout: str | None
+    merchant: str | None
 
     def open(self, offset: int) -> BinaryIO: ...
 
@@ -642,6 +715,8 @@ class S3Source:
     key: str
     etag: str
     client: Any = None
+    layout: str | None = None  # None: detected from the file's first record
+    merchant: str | None = None  # the file's merchant, for layouts whose rows may not name one
 
     def __post_init__(self) -> None:
         self.etag = self.etag.strip('"')
@@ -665,6 +740,8 @@ class LocalSource:
     """A settlement file on disk; its identity is its content's SHA-256 (read once, streamed)."""
 
     path: str
+    layout: str | None = None  # None: detected from the file's first record
+    merchant: str | None = None  # the file's merchant, for layouts whose rows may not name one
 
     def __post_init__(self) -> None:
         digest = hashlib.sha256()
@@ -682,6 +759,8 @@ class LocalSource:
 class ReportSink(Protocol):
     def write(self, name: str, body: BinaryIO, content_type: str) -> str: ...
 
+    def read(self, name: str) -> bytes: ...
+
 
 @dataclass
 class S3ReportSink:
@@ -694,6 +773,10 @@ class S3ReportSink:
         client = self.client or aws_client("s3")
         client.upload_fileobj(body, self.bucket, key, ExtraArgs={"ContentType": content_type})
         return f"s3://{self.bucket}/{key}"
+
+    def read(self, name: str) -> bytes:
+        client = self.client or aws_client("s3")
+        return client.get_object(Bucket=self.bucket, Key=f"{self.prefix}{name}")["Body"].read()
 
 
 @dataclass
@@ -709,6 +792,11 @@ class LocalReportSink:
             while chunk := body.read(1 << 20):
                 handle.write(chunk)
         return str(target)
+
+    def read(self, name: str) -> bytes:
+        from pathlib import Path
+
+        return (Path(self.directory) / name).read_bytes()
 
 
 @dataclass
@@ -761,14 +849,14 @@ def _run(source, sink, reconciler: Reconciler, owner, state, should_continue, on
     if state["status"] == "running" and not state.get("checked"):
         # A whole pass before the first change: a file whose structure breaks anywhere changes nothing.
         with closing(source.open(0)) as whole:
-            check_settlement_file(whole)
+            check_settlement_file(whole, layout=source.layout, merchant=source.merchant)
         state["checked"] = True
     reconciler.prepare(file)  # rows of earlier invocations, for the duplicate check
     known_merchants = set(store.merchants(file))
-    position = Position(**state["position"])
+    position = Position.from_json(state["position"])
     stream = source.open(position.offset)
     try:
-        rows = read_settlement_file(stream, position)
+        rows = read_settlement_file(stream, position, layout=source.layout, merchant=source.merchant)
         while state["status"] == "running":
             if not should_continue():
                 return _result(file, state)
@@ -776,19 +864,12 @@ def _run(source, sink, reconciler: Reconciler, owner, state, should_continue, on
             if not batch:
                 state["status"] = "rows_done"
                 break
-            results = reconciler.reconcile_batch(file, [row for row, _ in batch])
-            _account(state, [row for row, _ in batch], results)
-            new_merchants = {r.merchant_id for r, _ in batch if isinstance(r, SettlementRow)} - known_merchants
-            exceptions = [r for r in results if r.outcome not in RECONCILED]
-            store.put_items(
-                file,
-                [(f"merchant#{m}", {}) for m in sorted(new_merchants)]
-                + [(f"exception#{r.line:012d}", {"row": {"S": json.dumps(_exception_row(r))}}) for r in exceptions],
-            )
-            known_merchants |= new_merchants
+            reconcile_and_record(reconciler, file, [row for row, _ in batch], state, known_merchants)
             expected = state["position"]["line"]
             end = batch[-1][1]
-            state["position"] = {"line": end.line, "offset": end.offset}
+            state["position"] = end.to_json()
+            if end.context is not None:
+                state["layout"] = end.context["layout"]
             state["seconds"] += time.perf_counter() - started
             started = time.perf_counter()
             store.save(file, owner, state, expected, reconciler.lease)
@@ -804,6 +885,23 @@ def _run(source, sink, reconciler: Reconciler, owner, state, should_continue, on
     return _result(file, state)
 
 
+def reconcile_and_record(
+    reconciler: Reconciler, file: SettlementFile, rows: list[ParsedRow], state: dict[str, Any], merchants: set[str]
+) -> None:
+    """Reconcile a batch, count it into ``state``, and record its exceptions and new merchants in the table (the
+    final reports read them from there: whichever invocation or worker handled a row)."""
+    results = reconciler.reconcile_batch(file, rows)
+    _account(state, rows, results)
+    new_merchants = {r.merchant_id for r in rows if isinstance(r, SettlementRow | BalanceRow)} - merchants
+    exceptions = [r for r in results if r.outcome not in RECONCILED | BALANCE]
+    reconciler.store.put_items(
+        file,
+        [(f"merchant#{m}", {}) for m in sorted(new_merchants)]
+        + [(f"exception#{r.line:012d}", {"row": {"S": json.dumps(_exception_row(r))}}) for r in exceptions],
+    )
+    merchants |= new_merchants
+
+
 def _take(rows: Iterator, n: int) -> list:
     batch = []
     for item in rows:
@@ -814,32 +912,74 @@ def _take(rows: Iterator, n: int) -> list:
 
 
 def _account(state: dict[str, Any], rows: list[ParsedRow], results: list[RowResult]) -> None:
+    """Counts, amounts per currency, and each payout's running sum, for a batch of rows and their results."""
     for row, result in zip(rows, results, strict=True):
         state["rows"] += 1
         state["outcomes"][result.outcome.value] += 1
-        if isinstance(row, SettlementRow):
-            latest = state["latest_settled_at"]
-            settled = row.settled_at.astimezone(UTC).isoformat()
-            if latest is None or settled > latest:
-                state["latest_settled_at"] = settled
-            amounts = _currency_amounts(state, row.currency)
-            if result.outcome in RECONCILED:
-                amounts[result.outcome.value] += row.amount
-            elif result.outcome in DISPUTED:
-                amounts["disputed"] += row.amount
+        if isinstance(row, InvalidRow):
+            continue
+        amounts = _currency_amounts(state, row.currency)
+        if isinstance(row, BalanceRow):
+            if row.kind is BalanceKind.PAYOUT:
+                amounts["payout"] += row.amount
+                _payout(state, row.payout_id, row.currency, expected=row.amount)
+            else:
+                amounts["fee" if row.kind is BalanceKind.FEE else "adjustment"] += (
+                    -row.amount if row.kind is BalanceKind.FEE else row.amount
+                )  # a fee is reported as what it cost the merchant
+                _payout(state, row.payout_id, row.currency, actual=row.amount)
+            continue
+        latest = state["latest_settled_at"]
+        settled = row.settled_at.astimezone(UTC).isoformat()
+        if latest is None or settled > latest:
+            state["latest_settled_at"] = settled
+        if result.outcome in RECONCILED:
+            amounts[result.outcome.value] += row.amount
+        elif result.outcome in DISPUTED:
+            amounts["disputed"] += row.amount
+        amounts["fee"] += row.fee
+        if row.net is not None:
+            _payout(state, row.payout_id, row.net_currency or row.currency, actual=row.net)
+
+
+def _payout(state: dict[str, Any], payout_id: str | None, currency: str, *, actual: int = 0, expected=None) -> None:
+    if payout_id is None:
+        return
+    payout = state.setdefault("payouts", {}).setdefault(
+        f"{payout_id}\x1f{currency}", {"payout_id": payout_id, "currency": currency, "expected": None, "actual": 0}
+    )
+    payout["actual"] += actual
+    if expected is not None:
+        payout["expected"] = (payout["expected"] or 0) + expected
+
+
+def payout_discrepancies(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """Payouts whose rows do not sum to the payout's amount (minor units of the payout's currency); where the
+    layout closes every payout with its payout row (Adyen), a payout without one is listed with expected None."""
+    closes = named_layout(state.get("layout") or "canonical").payouts_close
+    found = []
+    for payout in sorted(state.get("payouts", {}).values(), key=lambda p: (p["payout_id"], p["currency"])):
+        if payout["expected"] is None and not closes:
+            continue  # the report lists a payout's items without the payout (Stripe's payout reconciliation)
+        if payout["expected"] != payout["actual"]:
+            found.append(dict(payout))
+    return found
 
 
 def _currency_amounts(state: dict[str, Any], currency: str) -> dict[str, int]:
-    return state["amounts"].setdefault(currency, {"matched": 0, "applied": 0, "disputed": 0, "missing_in_file": 0})
+    return state["amounts"].setdefault(
+        currency,
+        {"matched": 0, "applied": 0, "disputed": 0, "missing_in_file": 0, "fee": 0, "adjustment": 0, "payout": 0},
+    )
 
 
-EXCEPTION_COLUMNS = ("line", "payment_id", "merchant_id", "outcome", "detail", "amount", "currency")
+EXCEPTION_COLUMNS = ("line", "payment_id", "merchant_id", "outcome", "detail", "amount", "currency", "payout_id")
 
 
 def _exception_row(result: RowResult) -> dict[str, Any]:
     return {"line": result.line, "payment_id": result.payment_id, "merchant_id": result.merchant_id,
             "outcome": result.outcome.value, "detail": result.detail, "amount": result.amount,
-            "currency": result.currency}  # fmt: skip
+            "currency": result.currency, "payout_id": result.payout_id}  # fmt: skip
 
 
 def _finish(source, sink: ReportSink, reconciler: Reconciler, state: dict[str, Any], report_name: str) -> None:
@@ -861,16 +1001,26 @@ def _finish(source, sink: ReportSink, reconciler: Reconciler, state: dict[str, A
                 writer.writerow({"payment_id": payment.id, "merchant_id": payment.merchant_id,
                                  "outcome": "missing_in_file", "amount": amount, "currency": payment.currency,
                                  "detail": f"captured {payment.created_at.isoformat()}, not in the file"})  # fmt: skip
+        discrepancies = payout_discrepancies(state)
+        for payout in discrepancies:
+            expected = "no payout row" if payout["expected"] is None else f"the payout is {payout['expected']}"
+            writer.writerow({"outcome": "payout_discrepancy", "amount": payout["actual"],
+                             "currency": payout["currency"], "payout_id": payout["payout_id"],
+                             "detail": f"the payout's rows sum to {payout['actual']}; {expected}"})  # fmt: skip
         text.flush()
         text.detach()  # the CSV is complete; the upload reads the bytes underneath
         summary = {
             "file": file.name, "file_id": file.file_id, "rows": state["rows"], "outcomes": state["outcomes"],
             "missing_in_file": missing, "amounts": {c: state["amounts"][c] for c in sorted(state["amounts"])},
+            "layout": state.get("layout") or "canonical", "payouts": len(state.get("payouts", {})),
+            "payout_discrepancies": discrepancies,
             "latest_settled_at": latest,
             "missing_cutoff": None if latest is None else _cutoff(latest, reconciler.grace),
             "invocations": state["invocations"], "duration_s": round(state["seconds"], 3),
             "rows_per_s": round(state["rows"] / state["seconds"], 1) if state["seconds"] else None,
         }  # fmt: skip
+        if "distributed" in state:
+            summary["distributed"] = state["distributed"]
         base = report_name or file.file_id
         raw.seek(0)
         exceptions_uri = sink.write(f"{base}/exceptions.csv", raw, "text/csv")

@@ -168,7 +168,7 @@ def test_every_outcome_and_its_effect_on_the_payments(tmp_path, svc, fixed_clock
     assert result.complete and result.rows == 12
     assert result.outcomes == {"applied": 4, "matched": 1, "invalid_row": 1, "duplicate_row": 1, "unknown_payment": 1,
                                "merchant_mismatch": 1, "currency_mismatch": 1, "amount_mismatch": 1,
-                               "illegal_transition": 1}  # fmt: skip
+                               "illegal_transition": 1, "fee": 0, "adjustment": 0, "payout": 0}  # fmt: skip
     get = lambda p, m=M: svc.get_payment(m, p.id)  # noqa: E731
     assert (get(auth).status, get(auth).captured_amount) == ("captured", 800)
     assert (get(part).status, get(part).refunded_amount) == ("partially_refunded", 500)
@@ -189,7 +189,7 @@ def test_every_outcome_and_its_effect_on_the_payments(tmp_path, svc, fixed_clock
     assert by_line[10]["detail"] == "the payment belongs to another merchant"
     applied, disputed = 800 + 500 + 1000 + 1000, 5 + 1000 + 1000 + 1000 + 999
     assert result.summary["amounts"]["USD"] == {"matched": 1000, "applied": applied, "disputed": disputed,
-                                                "missing_in_file": 0}  # fmt: skip
+                                                "missing_in_file": 0, "fee": 0, "adjustment": 0, "payout": 0}  # fmt: skip
 
 
 @pytest.mark.parametrize(
