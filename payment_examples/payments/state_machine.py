@@ -83,9 +83,9 @@ def plan_transition(
     """What ``operation`` does from ``status``, or ``IllegalTransitionError``. Pure: reads nothing, writes nothing.
 
     ``amount`` is optional for capture (default: the whole authorised amount; a smaller capture releases the rest)
-    and for chargeback and its reversal (default: everything still held), required for refund, and not accepted for the others (a
-    missing or unexpected amount is a ``ValidationError``; an amount the balances do not allow is an
-    ``IllegalTransitionError``).
+    and for chargeback and its reversal (default: everything still held), required for refund, and not accepted
+    for the others (a missing or unexpected amount is a ``ValidationError``; an amount the balances do not allow is
+    an ``IllegalTransitionError``).
     """
     current = PaymentStatus(status)
     operation = Operation(operation)

@@ -53,7 +53,8 @@ def _multi_row_file(svc: PaymentService, count: int) -> bytes:
 
 def _outcome(result, sink_dir: Path, name: str) -> dict:
     """What a run produced: the summary without its timings, and the exception lines."""
-    summary = {k: v for k, v in result.summary.items() if k not in ("duration_s", "rows_per_s", "invocations", "distributed")}
+    timings = ("duration_s", "rows_per_s", "invocations", "distributed")
+    summary = {k: v for k, v in result.summary.items() if k not in timings}
     summary.pop("file", None)
     with open(Path(result.report["exceptions"]), newline="") as handle:
         exceptions = sorted(tuple(row.items()) for row in csv.DictReader(handle))

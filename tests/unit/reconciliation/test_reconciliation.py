@@ -189,7 +189,8 @@ def test_every_outcome_and_its_effect_on_the_payments(tmp_path, svc, fixed_clock
     assert by_line[10]["detail"] == "the payment belongs to another merchant"
     applied, disputed = 800 + 500 + 1000 + 1000, 5 + 1000 + 1000 + 1000 + 999
     assert result.summary["amounts"]["USD"] == {"matched": 1000, "applied": applied, "disputed": disputed,
-                                                "missing_in_file": 0, "fee": 0, "adjustment": 0, "payout": 0}  # fmt: skip
+                                                "missing_in_file": 0, "fee": 0, "adjustment": 0,
+                                                "payout": 0}  # fmt: skip
 
 
 @pytest.mark.parametrize(
