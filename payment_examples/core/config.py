@@ -60,6 +60,14 @@ class Settings:
     recon_report_prefix: str = "reconciliation-reports/"  # S3 prefix of the reports, in the input's bucket
     recon_safety_ms: int = 10_000  # stop and checkpoint when a Lambda has less time left than this
     recon_grace_days: int = 2  # captured payments younger than this at the file's end are not missing_in_file
+    # Where settlement files arrive: a key "<prefix><merchant>/<name>" names the file's merchant (for reports whose
+    # rows may not: a Stripe report without connected_account_id).
+    recon_settlement_prefix: str = "settlements/"
+    # Files larger than this go to the Step Functions state machine (Distributed Map, distributed.py) when one is
+    # configured; smaller ones, or all of them without one, are reconciled by the function itself. 0: always.
+    recon_distributed_bytes: int = 64 * 1024 * 1024
+    recon_state_machine_arn: str | None = None
+    recon_rows_per_range: int = 10_000  # rows per range the plan cuts a distributed file into
     # Field encryption (encryption.py, customers.py): the KMS key that wraps data keys, and the versioned roots of
     # the keyed hashes (blind index, card fingerprint, field signatures): "v1:<base64>,v2:<base64>", at least 32
     # bytes each; the current version (default: the last) signs and indexes new writes.
@@ -102,6 +110,10 @@ class Settings:
             raise ConfigurationError("PAYMENT_RECON_SAFETY_MS must not be negative")
         if not 0 <= self.recon_grace_days <= 366:
             raise ConfigurationError("PAYMENT_RECON_GRACE_DAYS must be between 0 and 366")
+        if self.recon_distributed_bytes < 0:
+            raise ConfigurationError("PAYMENT_RECON_DISTRIBUTED_BYTES must not be negative")
+        if not 1 <= self.recon_rows_per_range <= 10_000_000:
+            raise ConfigurationError("PAYMENT_RECON_ROWS_PER_RANGE must be between 1 and 10000000")
         if self.field_keys is not None:
             # The format of versioned keys, not the keyring: encryption.fields.Keyring.parse builds on the same
             # function, so the core refuses what the keyring would refuse without importing the pattern.
@@ -172,6 +184,10 @@ class Settings:
             recon_report_prefix=env.get("PAYMENT_RECON_REPORT_PREFIX") or "reconciliation-reports/",
             recon_safety_ms=_integer(env, "PAYMENT_RECON_SAFETY_MS", 10_000),
             recon_grace_days=_integer(env, "PAYMENT_RECON_GRACE_DAYS", 2),
+            recon_settlement_prefix=env.get("PAYMENT_RECON_SETTLEMENT_PREFIX") or "settlements/",
+            recon_distributed_bytes=_integer(env, "PAYMENT_RECON_DISTRIBUTED_BYTES", 64 * 1024 * 1024),
+            recon_state_machine_arn=env.get("PAYMENT_RECON_STATE_MACHINE_ARN") or None,
+            recon_rows_per_range=_integer(env, "PAYMENT_RECON_ROWS_PER_RANGE", 10_000),
             kms_key_id=env.get("PAYMENT_KMS_KEY_ID") or None,
             kms_previous_key_ids=tuple(
                 k.strip() for k in env.get("PAYMENT_KMS_PREVIOUS_KEY_IDS", "").split(",") if k.strip()

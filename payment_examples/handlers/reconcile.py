@@ -16,7 +16,20 @@ with ``"retryable": true``, and that record is continued like an unfinished one.
 Finishing without a person: when a file is left incomplete because time ran out, the handler re-invokes its own
 function asynchronously (``InvocationType=Event``) with an event of just the unfinished records, so a file of any
 size completes by itself, one invocation after another, each resuming from the checkpoint. A continuation counter
-in the event (``payment_examples_continuation``) stops a loop that makes no progress.
+in the event (``payment_examples_continuation``) stops a loop that makes no progress. If the re-invocation fails
+(no such function, throttled, the permission missing), the handler still returns its summary: the failure is
+logged and named in each unfinished entry (``"continuation": {"error": ...}``), and the file stays resumable from
+its checkpoint (S3's retry of the event, a re-drive from the failure queue, or the next delivery continues it).
+
+Which engine: a file larger than ``PAYMENT_RECON_DISTRIBUTED_BYTES`` (default 64 MiB), when
+``PAYMENT_RECON_STATE_MACHINE_ARN`` is set, is handed to the Step Functions state machine (Distributed Map over
+the file's ranges, ``handlers/settlement_map.py``): the entry says ``"distributed": {"execution": arn}`` and the
+reports appear when the execution's merge step finishes. The execution is named after the file (its bucket, key
+and ETag), so a repeated event starts nothing twice.
+
+The file's layout is detected from its first record (canonical, Stripe, Adyen, PayPal); its merchant, for layouts
+whose rows may not name one, is the first folder of the key under ``PAYMENT_RECON_SETTLEMENT_PREFIX``
+(``settlements/<merchant>/<file>``).
 
 A record whose run is leased by another invocation (S3 delivered the event twice, or Lambda retried a function
 that was killed mid-batch) waits, while time allows and for at most one lease period, for the lease to be released
@@ -62,12 +75,22 @@ def invoke_self(event: dict, context: Any) -> None:
     )
 
 
-def _records(event: dict) -> list[tuple[str, str, str | None]]:
+def _records(event: dict) -> list[tuple[str, str, str | None, int | None]]:
     records = []
     for record in S3Event(event).records:
         obj = record.s3.get_object
-        records.append((record.s3.bucket.name, unquote_plus(obj.key), obj.etag or None))
+        size = obj.get("size") if isinstance(obj.get("size"), int) else None
+        records.append((record.s3.bucket.name, unquote_plus(obj.key), obj.etag or None, size))
     return records
+
+
+def file_merchant(key: str, settlement_prefix: str) -> str | None:
+    """The merchant a key names: ``<prefix><merchant>/<name>`` -> merchant; a key directly under the prefix (or
+    outside it) names none."""
+    if not key.startswith(settlement_prefix):
+        return None
+    folder, slash, _ = key[len(settlement_prefix) :].partition("/")
+    return folder if slash and folder else None
 
 
 def make_handler(
@@ -85,11 +108,12 @@ def make_handler(
             raise ValueError("not an S3 event: expected a non-empty 'Records' list")
         should_continue = lambda: context.get_remaining_time_in_millis() > config.recon_safety_ms  # noqa: E731
         files, unfinished = [], []
-        for raw_record, (bucket, key, etag) in zip(event["Records"], _records(event), strict=True):
-            entry = _reconcile_one(bucket, key, etag, config, reconciler_factory, should_continue, sleep)
+        for raw_record, (bucket, key, etag, size) in zip(event["Records"], _records(event), strict=True):
+            entry = _reconcile_one(bucket, key, etag, size, config, reconciler_factory, should_continue, sleep)
             files.append(entry)
-            if not entry["complete"] and not entry.get("busy") and (not entry.get("error") or entry.get("retryable")):
-                unfinished.append(raw_record)
+            if (not entry["complete"] and not entry.get("busy") and "distributed" not in entry
+                    and (not entry.get("error") or entry.get("retryable"))):  # fmt: skip
+                unfinished.append((raw_record, entry))
         if unfinished:
             _continue(event, unfinished, context, continue_with)
         return {"files": files}
@@ -97,16 +121,20 @@ def make_handler(
     return handler
 
 
-def _reconcile_one(bucket, key, etag, config, reconciler_factory, should_continue, sleep) -> dict[str, Any]:
+def _reconcile_one(bucket, key, etag, size, config, reconciler_factory, should_continue, sleep) -> dict[str, Any]:
     outcomes = {o.value: 0 for o in Outcome}
     entry: dict[str, Any] = {"bucket": bucket, "key": key, "etag": etag, "complete": False, "rows": 0,
                              "outcomes": outcomes, "missing_in_file": 0, "report": None}  # fmt: skip
     s3 = client("s3", config)
     try:
-        if etag is None:
-            etag = s3.head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
+        if etag is None or size is None:
+            head = s3.head_object(Bucket=bucket, Key=key)
+            etag, size = etag or head["ETag"].strip('"'), head["ContentLength"]
             entry["etag"] = etag
-        source = S3Source(bucket, key, etag, client=s3)
+        merchant = file_merchant(key, config.recon_settlement_prefix)
+        source = S3Source(bucket, key, etag, client=s3, merchant=merchant)
+        if config.recon_state_machine_arn and size > config.recon_distributed_bytes:
+            return entry | {"distributed": start_distributed(source, config)}
         sink = S3ReportSink(bucket, config.recon_report_prefix, client=s3)
         reconciler = reconciler_factory() if reconciler_factory else Reconciler(settings=config)
         waited = 0.0
@@ -139,18 +167,55 @@ def _reconcile_one(bucket, key, etag, config, reconciler_factory, should_continu
     return entry
 
 
-def _continue(event: dict, unfinished: list[dict], context: Any, continue_with: Continue | None) -> None:
+def start_distributed(source: S3Source, config: Settings) -> dict[str, Any]:
+    """Start the state machine for ``source`` (named after the file: a repeat starts nothing new)."""
+    name = source.file.file_id  # a UUID: 36 characters, within Step Functions' 80
+    payload = {"bucket": source.bucket, "key": source.key, "etag": source.etag, "merchant": source.merchant}
+    sfn = client("stepfunctions", config)
+    try:
+        arn = sfn.start_execution(stateMachineArn=config.recon_state_machine_arn, name=name,
+                                  input=json.dumps(payload))["executionArn"]  # fmt: skip
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "ExecutionAlreadyExists":
+            raise
+        arn = f"{config.recon_state_machine_arn.replace(':stateMachine:', ':execution:')}:{name}"
+    logger.info("settlement file handed to the state machine", key=source.key, execution=arn)
+    return {"execution": arn}
+
+
+def _continue(event: dict, unfinished: list[tuple[dict, dict]], context: Any, continue_with: Continue | None) -> None:
     count = int(event.get(CONTINUATION, 0)) + 1
+    entries = [entry for _, entry in unfinished]
     if count > MAX_CONTINUATIONS:
         logger.error("reconciliation continuations exhausted", continuations=count - 1)
+        for entry in entries:
+            entry["continuation"] = {"error": f"{MAX_CONTINUATIONS} continuations made no progress"}
         return
-    follow_up = {"Records": unfinished, CONTINUATION: count}
-    if continue_with is not None:
-        continue_with(follow_up, context)
-    elif getattr(context, "invoked_function_arn", None):
-        invoke_self(follow_up, context)
-    else:
-        logger.warning("reconciliation incomplete and no way to continue it", files=len(unfinished))
+    follow_up = {"Records": [record for record, _ in unfinished], CONTINUATION: count}
+    try:
+        if continue_with is not None:
+            continue_with(follow_up, context)
+        elif getattr(context, "invoked_function_arn", None):
+            invoke_self(follow_up, context)
+        else:
+            logger.warning("reconciliation incomplete and no way to continue it", files=len(unfinished))
+            return
+    except Exception as error:  # the summary must not be lost with it: the checkpoint keeps the file resumable
+        reason = _describe(error)
+        logger.error("reconciliation continuation failed; the file stays resumable from its checkpoint",
+                     error=reason, files=[entry["key"] for entry in entries])  # fmt: skip
+        for entry in entries:
+            entry["continuation"] = {"error": reason, "resumable": True}
+        return
+    for entry in entries:
+        entry["continuation"] = {"invoked": count}
+
+
+def _describe(error: Exception) -> str:
+    if isinstance(error, ClientError):
+        detail = error.response.get("Error", {})
+        return f"{detail.get('Code', 'ClientError')}: {detail.get('Message', '')}"[:500]
+    return f"{type(error).__name__}: {error}"[:500]
 
 
 @lru_cache(maxsize=1)

@@ -3,6 +3,7 @@ good ones, bad files, running out of time and continuing by itself."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from urllib.parse import quote_plus
 
@@ -224,3 +225,97 @@ def test_a_live_owner_keeps_the_record_busy_and_it_is_not_continued(s3, aws) -> 
                            continue_with=lambda event, context: continued.append(event))  # fmt: skip
     entry = handler(s3_event(("k.csv", etag)), Context())["files"][0]
     assert entry["busy"] is True and entry["complete"] is False and continued == []
+
+
+def _lambda_error(code: str) -> Exception:
+    from botocore.exceptions import ClientError
+
+    return ClientError({"Error": {"Code": code, "Message": f"{code} (simulated)"}}, "Invoke")
+
+
+@pytest.mark.slow  # seconds: make test runs it, make test-fast does not
+@pytest.mark.parametrize("code", [None, "TooManyRequestsException", "AccessDeniedException"])
+def test_a_failed_continuation_returns_the_summary_names_the_failure_and_leaves_the_file_resumable(
+    s3, aws, monkeypatch, code
+) -> None:
+    """As a new user meets it locally: a Lambda-like context whose function does not exist (moto answers
+    ResourceNotFoundException), or an invoke that is throttled or not permitted."""
+    import payment_examples.handlers.reconcile as module
+
+    if code is not None:
+        monkeypatch.setattr(module, "invoke_self", lambda event, context: (_ for _ in ()).throw(_lambda_error(code)))
+    clock = FixedClock(datetime(2026, 3, 1, tzinfo=UTC))
+    factory = lambda: Reconciler(PaymentService(clock=clock), clock=clock, max_workers=1, batch_rows=100)  # noqa: E731
+    handler = make_handler(factory)  # no continue_with: the real self-invocation
+    scenario = SettlementScenario(rows=250, seed=4, discrepancy_rate=0.2)
+    create_scenario_payments(scenario)
+    etag = put(s3, "big.csv", settlement_bytes(scenario))
+
+    first = handler(s3_event(("big.csv", etag)), Context(remaining_ms=28_000, per_call=6_000))["files"][0]
+    assert (first["complete"], first["rows"]) == (False, 200)
+    assert first["continuation"]["resumable"] is True
+    assert (code or "ResourceNotFoundException") in first["continuation"]["error"]
+    last = handler(s3_event(("big.csv", etag)), Context())["files"][0]  # S3's retry, or the next delivery
+    assert (last["complete"], last["rows"]) == (True, 250) and "continuation" not in last
+
+
+def test_a_successful_continuation_is_named_in_the_entry(s3, handler, continued) -> None:
+    scenario = SettlementScenario(rows=250, seed=4, discrepancy_rate=0.2)
+    create_scenario_payments(scenario)
+    etag = put(s3, "big.csv", settlement_bytes(scenario))
+    first = handler(s3_event(("big.csv", etag)), Context(remaining_ms=28_000, per_call=6_000))["files"][0]
+    assert first["continuation"] == {"invoked": 1} and len(continued) == 1
+
+
+STRIPE_FIXTURE = "tests/fixtures/settlement/stripe/payout_reconciliation_itemized_5.csv"
+
+
+def test_a_processor_report_is_detected_and_its_merchant_is_the_keys_folder(s3, handler) -> None:
+    from pathlib import Path
+
+    body = Path(STRIPE_FIXTURE).read_bytes()
+    under_merchant = put(s3, "settlements/merchant-a/stripe-2026-03-04.csv", body)
+    entry = handler(s3_event(("settlements/merchant-a/stripe-2026-03-04.csv", under_merchant)), Context())
+    entry = entry["files"][0]
+    assert entry["complete"] is True and entry["rows"] == body.count(b"\n") - 1
+    assert entry["outcomes"]["unknown_payment"] > 0 and entry["outcomes"]["fee"] > 0  # no such payments here
+    summary = json.loads(s3.get_object(Bucket=BUCKET, Key=entry["report"]["summary"].split("/", 3)[3])["Body"].read())
+    assert summary["layout"] == "stripe"
+
+    no_merchant = put(s3, "settlements/stripe-2026-03-04.csv", body)
+    refused = handler(s3_event(("settlements/stripe-2026-03-04.csv", no_merchant)), Context())["files"][0]
+    assert "--merchant" in refused["error"] and "retryable" not in refused
+
+
+def test_the_merchant_folder_of_a_key() -> None:
+    from payment_examples.handlers.reconcile import file_merchant
+
+    assert file_merchant("settlements/m-1/2026-03-02.csv", "settlements/") == "m-1"
+    assert file_merchant("settlements/2026-03-02.csv", "settlements/") is None
+    assert file_merchant("elsewhere/m-1/x.csv", "settlements/") is None
+    assert file_merchant("settlements//x.csv", "settlements/") is None
+
+
+def test_a_file_above_the_threshold_goes_to_the_state_machine_once(s3, aws) -> None:
+    from dataclasses import replace
+
+    sfn = boto3.client("stepfunctions", region_name="us-east-1")
+    machine = sfn.create_state_machine(
+        name="reconcile", roleArn="arn:aws:iam::123456789012:role/sfn",
+        definition=json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}),
+    )["stateMachineArn"]  # fmt: skip
+    config = replace(aws, recon_state_machine_arn=machine, recon_distributed_bytes=10)
+    handler = make_handler(settings=config, continue_with=lambda event, context: None)
+    etag = put(s3, "settlements/m-1/big.csv", f"{HEADER}\nnope,m,5,USD,settled,2026-03-02T00:00:00Z,r\n".encode())
+    event = s3_event(("settlements/m-1/big.csv", etag))
+    event["Records"][0]["s3"]["object"]["size"] = 999
+    entry = handler(event, Context())["files"][0]
+    execution = entry["distributed"]["execution"]
+    assert entry["complete"] is False and execution.startswith(machine.replace(":stateMachine:", ":execution:"))
+    started = json.loads(sfn.describe_execution(executionArn=execution)["input"])
+    assert started == {"bucket": BUCKET, "key": "settlements/m-1/big.csv", "etag": etag, "merchant": "m-1"}
+    assert handler(event, Context())["files"][0]["distributed"]["execution"] == execution  # a repeat: the same one
+    assert len(sfn.list_executions(stateMachineArn=machine)["executions"]) == 1
+
+    event["Records"][0]["s3"]["object"]["size"] = 5  # below the threshold: the function reconciles it itself
+    assert handler(event, Context())["files"][0]["complete"] is True
