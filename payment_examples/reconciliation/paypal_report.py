@@ -206,6 +206,7 @@ class PayPalLayout(Layout):
     name = NAME
     expected = "a PayPal settlement report (STL: the first record is RH)"
     payouts_close = False  # a section without a T04xx withdrawal leaves its money in the PayPal balance
+    may_be_empty = True  # a day without activity: headers and footers of zero
 
     def matches(self, first: Record) -> bool:
         return bool(first.fields) and first.fields[0].strip() == "RH"

@@ -165,6 +165,7 @@ class Layout:
     name: str = ""
     expected: str = ""  # what its first record looks like (named by the error for an unknown layout)
     payouts_close: bool = False  # each payout ends with its payout row: rows of a payout without one are reported
+    may_be_empty: bool = False  # a file of no data rows is a real file (a PayPal day without activity)
 
     def matches(self, first: Record) -> bool:
         raise NotImplementedError

@@ -180,7 +180,7 @@ def read_settlement_file(
             continue
         data_rows += 1
         yield row, Position(position.line, position.offset, context)
-    if start.at_start and not data_rows:
+    if start.at_start and not data_rows and not chosen.may_be_empty:
         raise SettlementFileError("the file has a header but no data rows")
     chosen.end(context)
 

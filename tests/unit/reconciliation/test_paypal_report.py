@@ -551,3 +551,12 @@ def test_the_renderer_places_rows_without_a_section_payout_by_their_day() -> Non
                         payout_id="po_123")  # fmt: skip
     (back,) = read(write_paypal_report([row]))
     assert back.payout_id == "m-1:2026-03-05" and back.net == 100 and back.settled_at == row.settled_at
+
+
+def test_a_day_without_activity_is_a_file_of_no_rows_not_an_error() -> None:
+    from payment_examples.reconciliation.paypal_report import write_paypal_report
+
+    empty = write_paypal_report([], account_id="merchant-a")
+    assert check_settlement_file(io.BytesIO(empty)) == 0
+    with pytest.raises(SettlementFileError, match="without its RF, RC and FF"):
+        check_settlement_file(io.BytesIO(empty.split(b'"RC"')[0]))  # truncated: still refused
