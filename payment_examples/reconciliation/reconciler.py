@@ -116,7 +116,7 @@ class Reported:
     """What earlier rows (of any file) reconciled for a payment, read from its marks: the per-event statuses
     (one refund, a capture reversal, a dispute reversed) are judged against these running totals."""
 
-    settled: int = 0  # the latest reconciled settled row's gross
+    settled: int = 0  # the latest settled row's gross (matched, applied, or an amount mismatch)
     refunds: int = 0  # the sum of the reconciled ``refund`` rows
     capture_reversals: int = 0  # the sum of the reconciled ``capture_reversal`` rows
     open_chargebacks: int = 0  # reconciled chargebacks minus reconciled reversals
@@ -125,13 +125,13 @@ class Reported:
     def from_marks(cls, marks: Iterable[Any]) -> Reported:
         settled = refunds = reversals = chargebacks = 0
         for mark in sorted((m for m in marks if isinstance(m, dict)), key=lambda m: int(m.get("line", 0))):
-            if mark.get("outcome") not in RECONCILED:
-                continue
             status = mark.get("status") or str(mark.get("event", "")).split("#", 1)[0]
             amount = int(mark.get("amount") or 0)
-            if status == SettlementStatus.SETTLED:
-                settled = amount
-            elif status == SettlementStatus.REFUND:
+            if status == SettlementStatus.SETTLED and mark.get("outcome") in _CHARGED:
+                settled = amount  # what the processor charged, even where it disagreed with the capture
+            if mark.get("outcome") not in RECONCILED:
+                continue
+            if status == SettlementStatus.REFUND:
                 refunds += amount
             elif status == SettlementStatus.CAPTURE_REVERSAL:
                 reversals += amount
@@ -142,6 +142,7 @@ class Reported:
         return cls(settled, refunds, reversals, chargebacks)
 
 
+_CHARGED = frozenset({Outcome.APPLIED, Outcome.MATCHED, Outcome.AMOUNT_MISMATCH})
 _CAPTURED_ANY = frozenset({PaymentStatus.CAPTURED, PaymentStatus.PARTIALLY_REFUNDED, PaymentStatus.REFUNDED,
                            PaymentStatus.CHARGED_BACK})  # fmt: skip
 _REFUNDABLE = frozenset({PaymentStatus.CAPTURED, PaymentStatus.PARTIALLY_REFUNDED})

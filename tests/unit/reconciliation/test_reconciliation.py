@@ -26,6 +26,7 @@ from payment_examples.reconciliation.reconciler import (
     Outcome,
     Reconciler,
     ReconciliationError,
+    Reported,
     RunStore,
     S3ReportSink,
     S3Source,
@@ -136,6 +137,51 @@ def test_decide(row_status, amount, status, balances, outcome, operation) -> Non
     decision = decide(_row(row_status, amount), status, balances)
     assert decision.outcome == outcome
     assert (decision.operation.value if decision.operation else None) == operation
+
+
+@pytest.mark.parametrize(
+    ("row_status", "amount", "status", "balances", "reported", "outcome", "operation"),
+    [
+        # one refund per row: judged against the refunds the payment's earlier rows reported
+        ("refund", 300, "captured", Balances(1000, 1000), Reported(), "applied", "refund"),
+        ("refund", 200, "partially_refunded", Balances(1000, 1000, 300), Reported(refunds=300), "applied", "refund"),
+        ("refund", 300, "partially_refunded", Balances(1000, 1000, 300), Reported(), "matched", None),  # API's refund
+        ("refund", 200, "partially_refunded", Balances(1000, 1000, 500), Reported(refunds=300), "matched", None),
+        ("refund", 800, "partially_refunded", Balances(1000, 1000, 300), Reported(refunds=300), "amount_mismatch",
+         None),  # 1,100 in all exceeds the captured 1,000
+        ("refund", 300, "authorized", Balances(1000), Reported(), "illegal_transition", None),  # before its charge
+        # a partial capture: the charge carried the authorised amount, its reversal releases the rest
+        ("capture_reversal", 300, "captured", Balances(1000, 700), Reported(settled=1000), "matched", None),
+        ("capture_reversal", 200, "captured", Balances(1000, 700), Reported(settled=1000), "amount_mismatch", None),
+        ("capture_reversal", 300, "authorized", Balances(1000), Reported(), "illegal_transition", None),
+        # a dispute won
+        ("chargeback_reversal", 1000, "charged_back", Balances(1000, 1000), Reported(open_chargebacks=1), "applied",
+         "reverse_chargeback"),
+        ("chargeback_reversal", 701, "charged_back", Balances(1000, 1000, 300), Reported(), "amount_mismatch", None),
+        ("chargeback_reversal", 1000, "captured", Balances(1000, 1000), Reported(open_chargebacks=1), "matched",
+         None),  # reversed already (by the processor's webhook, say)
+        ("chargeback_reversal", 1000, "captured", Balances(1000, 1000), Reported(), "illegal_transition", None),
+        ("chargeback_reversal", 1000, "refunded", Balances(1000, 1000, 1000), Reported(open_chargebacks=1),
+         "illegal_transition", None),
+    ],
+)  # fmt: skip
+def test_decide_per_event_rows(row_status, amount, status, balances, reported, outcome, operation) -> None:
+    decision = decide(_row(row_status, amount), status, balances, reported)
+    assert (decision.outcome, decision.operation.value if decision.operation else None) == (outcome, operation)
+
+
+def test_the_reported_totals_come_from_the_payments_marks_in_line_order() -> None:
+    marks = [
+        {"line": 9, "event": "chargeback_reversal#d2", "outcome": "applied", "amount": 500},
+        {"line": 2, "event": "settled#c", "outcome": "amount_mismatch", "amount": 1000},  # an old mark: no status
+        {"line": 3, "status": "refund", "outcome": "applied", "amount": 200},
+        {"line": 4, "status": "refund", "outcome": "amount_mismatch", "amount": 900},  # not reconciled: not counted
+        {"line": 5, "status": "capture_reversal", "outcome": "matched", "amount": 300},
+        {"line": 6, "status": "chargeback", "outcome": "applied", "amount": 500},
+        {"line": 7, "status": "chargeback", "outcome": "matched", "amount": 500},
+        {"line": 8, "status": "settled", "outcome": "currency_mismatch", "amount": 5},  # another currency's gross
+    ]
+    assert Reported.from_marks(marks) == Reported(settled=1000, refunds=200, capture_reversals=300, open_chargebacks=1)
 
 
 # -- every outcome through a real run, and the precedence between them ---------------------------------------------
