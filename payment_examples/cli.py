@@ -284,14 +284,15 @@ def _reconcile_on_engine(args: argparse.Namespace) -> int:
         url = urlparse(args.source)
         bucket, key = url.netloc, url.path.lstrip("/")
         etag = client("s3").head_object(Bucket=bucket, Key=key)["ETag"]
-        source, sink = S3Source(bucket, key, etag), S3ReportSink(bucket, get_settings().recon_report_prefix)
+        source = S3Source(bucket, key, etag, layout=args.format, merchant=args.merchant)
+        sink = S3ReportSink(bucket, get_settings().recon_report_prefix)
         report_name = f"{key}/{source.etag}"
     else:
         path = Path(args.source)
         if not path.is_file():
             print(f"payment-examples: {path} is not a file", file=sys.stderr)
             return 2
-        source = LocalSource(str(path))
+        source = LocalSource(str(path), layout=args.format, merchant=args.merchant)
         sink = LocalReportSink(args.report_dir or str(path.with_name(path.name + ".reports")))
         report_name = source.file.file_id
     if args.create_payments:
@@ -302,11 +303,19 @@ def _reconcile_on_engine(args: argparse.Namespace) -> int:
         spec = json.loads(sidecar.read_text())
         created = create_scenario_payments(SettlementScenario(spec["rows"], spec["seed"], spec["discrepancy_rate"]))
         print(f"created {created} payments for the scenario of {sidecar.name}")
-    with tqdm(unit=" rows", desc="reconciling", disable=args.quiet) as progress:
-        result = run_reconciliation(
-            source, sink, reconciler=Reconciler(max_workers=args.workers), on_batch=progress.update,
-            report_name=report_name,
+    if args.distributed:
+        from payment_examples.reconciliation.distributed import run_distributed
+
+        result = run_distributed(
+            source, sink, reconciler_factory=lambda: Reconciler(max_workers=args.workers),
+            rows_per_range=args.rows_per_range, workers=args.distributed, report_name=report_name,
         )  # fmt: skip
+    else:
+        with tqdm(unit=" rows", desc="reconciling", disable=args.quiet) as progress:
+            result = run_reconciliation(
+                source, sink, reconciler=Reconciler(max_workers=args.workers), on_batch=progress.update,
+                report_name=report_name,
+            )  # fmt: skip
     if result.busy:
         print("another invocation is reconciling this file right now; it will finish it")
         return 1
@@ -319,7 +328,18 @@ def _reconcile_on_engine(args: argparse.Namespace) -> int:
     for currency, amounts in summary.get("amounts", {}).items():
         print(f"{currency:8} {amounts['matched']:>14} {amounts['applied']:>14} {amounts['disputed']:>14} "
               f"{amounts['missing_in_file']:>14}")  # fmt: skip
-    print(f"\nrows: {summary.get('rows')}, {summary.get('rows_per_s')} rows/s, {summary.get('duration_s')} s")
+    fees = {
+        c: a for c, a in summary.get("amounts", {}).items() if a.get("fee") or a.get("adjustment") or a.get("payout")
+    }
+    if fees:
+        print(f"\n{'currency':8} {'fees':>14} {'adjustments':>14} {'payouts':>14}")
+        for currency, amounts in fees.items():
+            print(f"{currency:8} {amounts['fee']:>14} {amounts['adjustment']:>14} {amounts['payout']:>14}")
+    for payout in summary.get("payout_discrepancies", []):
+        print(f"payout {payout['payout_id']} {payout['currency']}: the rows sum to {payout['actual']}, "
+              f"the payout is {payout['expected']}")  # fmt: skip
+    print(f"\nlayout: {summary.get('layout')}; rows: {summary.get('rows')}, {summary.get('rows_per_s')} rows/s, "
+          f"{summary.get('duration_s')} s")  # fmt: skip
     print(f"summary:    {result.report['summary']}\nexceptions: {result.report['exceptions']}")
     answers = Path(args.source + ".answers.csv")
     if not args.source.startswith("s3://") and answers.is_file():
@@ -413,6 +433,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     recon.add_argument("--report-dir", help="where the reports of a local file go (default: <file>.reports/)")
     recon.add_argument("--workers", type=_positive, default=8)
+    recon.add_argument("--format", choices=("canonical", "stripe", "adyen", "paypal"),
+                       help="the file's layout (default: detected from its first record)")  # fmt: skip
+    recon.add_argument("--merchant", help="the file's merchant, for reports whose rows may not name one (Stripe)")
+    recon.add_argument(
+        "--distributed",
+        type=_positive,
+        metavar="THREADS",
+        help="plan, reconcile ranges on THREADS threads, merge (the state machine's path, locally)",
+    )
+    recon.add_argument("--rows-per-range", type=_positive, default=10_000, help="with --distributed")
     recon.add_argument("--quiet", action="store_true", help="no progress bar")
     recon.set_defaults(run=_reconcile)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from payment_examples.core.config import Settings
+from payment_examples.harness.consumer import drain
 from payment_examples.payments.service import PaymentService
 from payment_examples.reconciliation.generator import SettlementScenario, create_scenario_payments, settlement_bytes
 from payment_examples.reconciliation.reconciler import (
@@ -42,7 +43,12 @@ def _setup(tmp_path: Path, rows: int, seed: int) -> tuple[SettlementScenario, Lo
 
 
 def _transactions(settings: Settings) -> Counter:
-    return Counter((t.payment_id, int(t.payment_version)) for t in bind_models(settings).transaction.scan())
+    """Transactions per (payment, version), after the stream's consumer projected every change (none: a failure,
+    since every run here applies changes)."""
+    drain(settings)
+    counts = Counter((t.payment_id, int(t.payment_version)) for t in bind_models(settings).transaction.scan())
+    assert counts, "no Transactions were projected"
+    return counts
 
 
 def test_parallel_workers_match_the_answer_key(engine: Settings, tmp_path: Path) -> None:
@@ -120,3 +126,17 @@ def test_the_s3_handler_reconciles_a_file_from_the_engines_s3(engine: Settings) 
     assert file["complete"] and file["outcomes"] == _expected(scenario)
     summary = s3.get_object(Bucket=BUCKET, Key=f"reconciliation-reports/{key}/{etag}/summary.json")["Body"].read()
     assert summary and all(n == 1 for n in _transactions(engine).values())
+
+
+def test_the_distributed_path_on_threads_matches_the_answer_key(engine: Settings, tmp_path: Path) -> None:
+    """Plan, 8 ranges reconciled by 4 threads (each its own Reconciler, as each Lambda would be), merge: the answer
+    key holds, duplicates split across ranges are found, and every applied change has one Transaction."""
+    from payment_examples.reconciliation.distributed import run_distributed
+
+    scenario, source = _setup(tmp_path, 400, seed=23)
+    result = run_distributed(source, LocalReportSink(str(tmp_path)), rows_per_range=50, workers=4,
+                             reconciler_factory=lambda: Reconciler(max_workers=4))  # fmt: skip
+    assert result.complete and result.outcomes == _expected(scenario)
+    assert result.missing_in_file == sum(1 for a in scenario.answer_key() if a.line is None)
+    assert result.summary["distributed"]["ranges"] == 8 and result.summary["distributed"]["deferred_rows"] > 0
+    assert all(n == 1 for n in _transactions(engine).values())
