@@ -116,7 +116,7 @@ class Reported:
     """What earlier rows (of any file) reconciled for a payment, read from its marks: the per-event statuses
     (one refund, a capture reversal, a dispute reversed) are judged against these running totals."""
 
-    settled: int = 0  # the latest settled row's gross (matched, applied, or an amount mismatch)
+    settled: int = 0  # the largest settled row's gross (matched, applied, or an amount mismatch)
     refunds: int = 0  # the sum of the reconciled ``refund`` rows
     capture_reversals: int = 0  # the sum of the reconciled ``capture_reversal`` rows
     open_chargebacks: int = 0  # reconciled chargebacks minus reconciled reversals
@@ -124,11 +124,13 @@ class Reported:
     @classmethod
     def from_marks(cls, marks: Iterable[Any]) -> Reported:
         settled = refunds = reversals = chargebacks = 0
-        for mark in sorted((m for m in marks if isinstance(m, dict)), key=lambda m: int(m.get("line", 0))):
+        for mark in marks:  # sums and a maximum: the marks' order (and their files') does not matter
+            if not isinstance(mark, dict):
+                continue
             status = mark.get("status") or str(mark.get("event", "")).split("#", 1)[0]
             amount = int(mark.get("amount") or 0)
             if status == SettlementStatus.SETTLED and mark.get("outcome") in _CHARGED:
-                settled = amount  # what the processor charged, even where it disagreed with the capture
+                settled = max(settled, amount)  # what the processor charged, even where it disagreed
             if mark.get("outcome") not in RECONCILED:
                 continue
             if status == SettlementStatus.REFUND:
