@@ -91,8 +91,8 @@ def merge_handler(
     results = event.get("results")
     if not isinstance(results, dict) or not results.get("Bucket") or not results.get("Key"):
         raise ValueError("expected 'results': the Map's ResultWriterDetails {Bucket, Key}")
-    if not isinstance(event.get("ranges"), int) or event["ranges"] < 1:
-        raise ValueError("expected 'ranges': how many ranges the plan cut")
+    if not isinstance(event.get("ranges"), int) or event["ranges"] < 0:
+        raise ValueError("expected 'ranges': how many ranges the plan cut (0 for a file of no rows)")
     names = partial_names(source.client, results)
     result = merge(source, sink, names, reconciler=reconciler or Reconciler(settings=config),
                    expected_ranges=event["ranges"], report_name=base)  # fmt: skip

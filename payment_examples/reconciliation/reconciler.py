@@ -1015,7 +1015,7 @@ def _finish(source, sink: ReportSink, reconciler: Reconciler, state: dict[str, A
         summary = {
             "file": file.name, "file_id": file.file_id, "rows": state["rows"], "outcomes": state["outcomes"],
             "missing_in_file": missing, "amounts": {c: state["amounts"][c] for c in sorted(state["amounts"])},
-            "layout": state.get("layout") or "canonical", "payouts": len(state.get("payouts", {})),
+            "layout": state.get("layout"), "payouts": len(state.get("payouts", {})),  # layout: None without rows
             "payout_discrepancies": discrepancies,
             "latest_settled_at": latest,
             "missing_cutoff": None if latest is None else _cutoff(latest, reconciler.grace),

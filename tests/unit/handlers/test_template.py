@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -133,6 +135,9 @@ def test_every_function_handler_exists(template: dict) -> None:
         "payment_examples.handlers.process.handler",
         "payment_examples.handlers.query.handler",
         "payment_examples.handlers.reconcile.handler",
+        "payment_examples.handlers.settlement_map.batch_handler",
+        "payment_examples.handlers.settlement_map.merge_handler",
+        "payment_examples.handlers.settlement_map.plan_handler",
         "payment_examples.handlers.stream.handler",
     ]
     for function in functions.values():
@@ -164,6 +169,15 @@ def test_functions_read_the_settings_the_code_reads_and_no_secret_is_in_their_co
     assert template["Parameters"]["JwtAudience"]["MinLength"] == 1  # the handlers fail closed without one
     reconcile = _variables(template, functions["ReconcileFunction"])
     assert reconcile["PAYMENT_RECON_REPORT_PREFIX"] == {"Ref": "ReportPrefix"} and "PAYMENT_SECRETS_ID" not in reconcile
+    assert reconcile["PAYMENT_RECON_SETTLEMENT_PREFIX"] == {"Ref": "SettlementPrefix"}  # <prefix><merchant>/<file>
+    assert reconcile["PAYMENT_RECON_DISTRIBUTED_BYTES"] == {"Ref": "ReconDistributedBytes"}
+    assert reconcile["PAYMENT_RECON_STATE_MACHINE_ARN"] == {"Ref": "ReconcileStateMachine"}
+    for step in STEPS:  # the state machine's steps write where a single run writes
+        variables = _variables(template, functions[step])
+        assert variables["PAYMENT_RECON_REPORT_PREFIX"] == {"Ref": "ReportPrefix"}, step
+        assert "PAYMENT_SECRETS_ID" not in variables and "PAYMENT_RECON_STATE_MACHINE_ARN" not in variables, step
+    plan = _variables(template, functions["ReconcilePlanFunction"])
+    assert plan["PAYMENT_RECON_ROWS_PER_RANGE"] == {"Ref": "ReconRowsPerRange"}
 
 
 def test_the_settlement_bucket_triggers_reconcile_under_its_prefix_with_a_failure_queue(template: dict) -> None:
@@ -227,6 +241,166 @@ def test_the_http_api_has_an_optional_jwt_authorizer_throttling_and_access_logs(
     for permission in permissions:  # this API's routes only
         parts = permission["SourceArn"]["Fn::Join"][1]
         assert parts[-2] == {"Ref": "PaymentsApi"} and parts[-1].startswith("/*/"), parts
+
+
+# -- the distributed reconciliation (ReconcileStateMachine) ------------------------------------------------------------
+
+STEPS = ("ReconcilePlanFunction", "ReconcileBatchFunction", "ReconcileMergeFunction")
+PARAMETER_DEFAULTS = {"ReconDistributedBytes": 67108864, "ReconRowsPerRange": 10000, "ReconRangesPerBatch": 1,
+                      "ReconMaxConcurrency": 40, "ReconToleratedFailurePercentage": 0}  # fmt: skip
+
+
+def _definition(template: dict, parameters: dict[str, Any] | None = None) -> dict:
+    """The state machine's definition as CloudFormation's Fn::Sub makes it: parameters (their defaults unless
+    given), pseudo parameters, and "<Name.Arn>" for a resource's ARN."""
+    properties = template["Resources"]["ReconcileStateMachine"]["Properties"]
+    values = {name: p.get("Default", f"<{name}>") for name, p in template["Parameters"].items()} | (parameters or {})
+    values |= {"AWS::Partition": "aws", "AWS::Region": "us-east-1", "AWS::AccountId": "123456789012"}
+
+    def substitute(match: re.Match) -> str:
+        name = match[1]
+        if name.endswith(".Arn"):
+            assert template["Resources"][name.removesuffix(".Arn")]["Type"] == "AWS::Serverless::Function", name
+            return f"<{name}>"
+        return str(values[name])
+
+    return json.loads(re.sub(r"\$\{([^}!]+)\}", substitute, properties["DefinitionString"]["Fn::Sub"]))
+
+
+def test_the_distributed_steps_are_functions_sized_for_their_work(template: dict) -> None:
+    resources = template["Resources"]
+    functions = _functions(template)
+    sizes = {name: (functions[name]["Timeout"], functions[name]["MemorySize"]) for name in STEPS}
+    # The plan keeps one digest per distinct payment id of the file (~1 GB at 10 million).
+    assert sizes == {"ReconcilePlanFunction": (900, 3008), "ReconcileBatchFunction": (900, 1024),
+                     "ReconcileMergeFunction": (900, 1024)}  # fmt: skip
+    for name in STEPS:
+        assert functions[name]["FunctionName"]["Fn::Sub"].startswith("${AWS::StackName}-reconcile-"), name
+        assert "Events" not in functions[name], name  # invoked by the state machine only
+        (logs,) = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Logs::LogGroup"
+                   and r["Properties"]["LogGroupName"] == {"Fn::Sub": f"/aws/lambda/${{{name}}}"}]  # fmt: skip
+        assert logs["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+    parameters = template["Parameters"]
+    assert {name: parameters[name]["Default"] for name in PARAMETER_DEFAULTS} == PARAMETER_DEFAULTS
+    assert all(parameters[name]["Type"] == "Number" for name in PARAMETER_DEFAULTS)
+    assert (parameters["ReconToleratedFailurePercentage"]["MinValue"],
+            parameters["ReconToleratedFailurePercentage"]["MaxValue"]) == (0, 100)  # fmt: skip
+    outputs = template["Outputs"]
+    assert outputs["ReconcileStateMachineArn"]["Value"] == {"Ref": "ReconcileStateMachine"}
+
+
+def test_the_state_machine_is_a_distributed_map_over_the_plans_ranges_between_plan_and_merge(template: dict) -> None:
+    machine = template["Resources"]["ReconcileStateMachine"]["Properties"]
+    assert machine["StateMachineType"] == "STANDARD"
+    assert machine["StateMachineName"] == {"Fn::Sub": "${AWS::StackName}-reconcile"}
+    assert machine["RoleArn"] == {"Fn::GetAtt": ["ReconcileStateMachineRole", "Arn"]}
+    definition = _definition(template)
+    states = definition["States"]
+    assert definition["StartAt"] == "Plan" and list(states) == ["Plan", "Ranges", "Merge"]
+    plan, ranges, merge = states["Plan"], states["Ranges"], states["Merge"]
+    invoke = "arn:aws:states:::lambda:invoke"
+    assert (plan["Type"], plan["Resource"], plan["OutputPath"], plan["Next"]) == ("Task", invoke, "$.Payload", "Ranges")
+    assert plan["Parameters"] == {"FunctionName": "<ReconcilePlanFunction.Arn>", "Payload.$": "$"}
+    # The Map: distributed, over the JSON array of ranges the plan wrote (not the CSV: see template.yaml).
+    assert ranges["Type"] == "Map" and ranges["Next"] == "Merge"
+    processor = ranges["ItemProcessor"]
+    assert processor["ProcessorConfig"] == {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"}
+    assert ranges["ItemReader"] == {"Resource": "arn:aws:states:::s3:getObject", "ReaderConfig": {"InputType": "JSON"},
+                                    "Parameters": {"Bucket.$": "$.bucket", "Key.$": "$.ranges_key"}}  # fmt: skip
+    assert ranges["ItemBatcher"] == {
+        "MaxItemsPerBatch": 1,
+        "BatchInput": {"bucket.$": "$.bucket", "key.$": "$.key", "etag.$": "$.etag", "merchant.$": "$.merchant",
+                       "deferred_key.$": "$.deferred_key"},
+    }  # fmt: skip
+    assert (ranges["MaxConcurrency"], ranges["ToleratedFailurePercentage"]) == (40, 0)
+    assert ranges["ResultWriter"] == {
+        "Resource": "arn:aws:states:::s3:putObject",
+        "Parameters": {"Bucket": "<SettlementBucketName>", "Prefix": "reconciliation-reports/map-results"},
+    }  # the merge reads its manifest.json; the default format (no WriterConfig) is the one it parses
+    assert ranges["ResultPath"] == "$.map_run"
+    # The numbers are the parameters', as numbers.
+    given = _definition(template, {"ReconRangesPerBatch": 3, "ReconMaxConcurrency": 250,
+                                   "ReconToleratedFailurePercentage": 5})["States"]["Ranges"]  # fmt: skip
+    assert (given["ItemBatcher"]["MaxItemsPerBatch"], given["MaxConcurrency"], given["ToleratedFailurePercentage"]) == (
+        3, 250, 5)  # fmt: skip
+    # Each batch: the batch function, retried with backoff on Lambda's transient errors and on its own failure
+    # (a re-run range counts what it counted before).
+    (batch,) = processor["States"].values()
+    assert processor["StartAt"] == "ReconcileBatch" and batch["End"] is True
+    assert (batch["Type"], batch["Resource"], batch["OutputPath"]) == ("Task", invoke, "$.Payload")
+    assert batch["Parameters"] == {"FunctionName": "<ReconcileBatchFunction.Arn>", "Payload.$": "$"}
+    (retry,) = batch["Retry"]
+    assert set(retry["ErrorEquals"]) == {"Lambda.ServiceException", "Lambda.AWSLambdaException",
+                                         "Lambda.SdkClientException", "Lambda.TooManyRequestsException",
+                                         "States.TaskFailed"}  # fmt: skip
+    assert retry["MaxAttempts"] >= 3 and retry["BackoffRate"] > 1 and retry["JitterStrategy"] == "FULL"
+    # The merge: the plan's fields and where the Map's results are.
+    assert (merge["Type"], merge["Resource"], merge["OutputPath"], merge["End"]) == ("Task", invoke, "$.Payload", True)
+    payload = merge["Parameters"]["Payload"]
+    assert merge["Parameters"]["FunctionName"] == "<ReconcileMergeFunction.Arn>"
+    assert payload["results.$"] == f"{ranges['ResultPath']}.ResultWriterDetails"
+    assert {k: v for k, v in payload.items() if k != "results.$"} == {
+        f"{field}.$": f"$.{field}"
+        for field in ("bucket", "key", "etag", "merchant", "ranges", "rows", "ranges_key", "deferred_key")
+    }
+    for step in (plan, merge):
+        assert step["Retry"] and all("Lambda.TooManyRequestsException" in r["ErrorEquals"] for r in step["Retry"])
+
+
+def _references(node: Any, resources: dict) -> set[str]:
+    """The resources a template node refers to (Ref, Fn::GetAtt, Fn::Sub)."""
+    if isinstance(node, list):
+        return set().union(*(_references(v, resources) for v in node))
+    if not isinstance(node, dict):
+        return set()
+    found = set()
+    for key, value in node.items():
+        if key == "Ref" and value in resources:
+            found.add(value)
+        elif key == "Fn::GetAtt":
+            found.add(value[0])
+        elif key == "Fn::Sub" and isinstance(value, str):
+            found |= {m.partition(".")[0] for m in re.findall(r"\$\{([^}!]+)\}", value)} & set(resources)
+        else:
+            found |= _references(value, resources)
+    return found
+
+
+def test_the_state_machine_and_the_reconcile_function_do_not_depend_on_each_other_in_a_circle(template: dict) -> None:
+    """The reconcile function refers to the state machine; the machine to its role and the three steps; the role
+    to the three steps, and to the machine's own ARN by its name."""
+    resources = template["Resources"]
+    assert "ReconcileStateMachine" in _references(resources["ReconcileFunction"], resources)
+    assert _references(resources["ReconcileStateMachine"], resources) == {"ReconcileStateMachineRole", *STEPS}
+    assert _references(resources["ReconcileStateMachineRole"], resources) == set(STEPS)
+    for step in STEPS:
+        assert not {"ReconcileFunction", "ReconcileStateMachine"} & _references(resources[step], resources), step
+    role = json.dumps(resources["ReconcileStateMachineRole"])
+    assert ':stateMachine:${AWS::StackName}-reconcile"' in role  # = StateMachineName
+
+
+@pytest.mark.slow  # a second or two: make test runs it, make test-fast does not
+def test_cfn_lint_validates_the_state_machine_definition() -> None:
+    """cfn-lint's Amazon States Language check (E3601: field names, state types, required fields, StartAt targets)
+    skips a DefinitionString made by Fn::Sub, and every DefinitionString in a template with the SAM transform:
+    lint the definition as CloudFormation resolves it, alone, in a template without the transform (and check that
+    the rule runs at all)."""
+    from cfnlint.api import lint_all
+
+    template = yaml.safe_load(TEMPLATE.read_text())
+
+    def lint(definition: dict) -> list[str]:
+        alone = {"AWSTemplateFormatVersion": "2010-09-09", "Resources": {"Machine": {
+            "Type": "AWS::StepFunctions::StateMachine",
+            "Properties": {"RoleArn": "arn:aws:iam::123456789012:role/machine",
+                           "DefinitionString": json.dumps(definition)}}}}  # fmt: skip
+        return [str(m) for m in lint_all(json.dumps(alone)) if m.rule.id[0] in "EW"]
+
+    definition = json.loads(json.dumps(_definition(template)).replace("<", "").replace(">", ""))
+    assert lint(definition) == []
+    # What it catches (not types: "40" for 40 passes; the test above checks the numbers): a misspelt field.
+    definition["States"]["Ranges"]["MaxConcurency"] = definition["States"]["Ranges"].pop("MaxConcurrency")
+    assert any("E3601" in m and "MaxConcurency" in m for m in lint(definition))
 
 
 @pytest.mark.slow  # seconds: make test runs it, make test-fast does not

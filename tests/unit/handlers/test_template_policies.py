@@ -7,7 +7,14 @@ the settings are built from the function's environment *as the template sets it*
 Secrets Manager as deployed), then the handler runs: process (create with and without a card, replay, a payload
 reused under the key, a decline and its replay, processor timeouts before and after the charge and the retries),
 query (list, filters, pages, total, one payment, a missing one),
-reconcile (a settlement file that runs out of time, continues by invoking itself, and is delivered again).
+reconcile (a settlement file that runs out of time, continues by invoking itself, and is delivered again; a file
+above ReconDistributedBytes handed to the state machine, twice), and that file's execution of ReconcileStateMachine:
+its definition as the template resolves it, run step by step (``_execute``) with the reconcile function's real
+StartExecution input, the plan, batch and merge handlers called with the payloads Step Functions would build (the
+ItemReader's ranges, ItemBatcher batches with their BatchInput, the ResultWriter's manifest.json and
+SUCCEEDED_0.json in S3, a batch and the merge delivered twice as a Retry does). The state machine's own needs there
+(the Lambda invocations, the ItemReader's read, the ResultWriter's writes, the child executions) are checked against
+its role the same way.
 """
 
 from __future__ import annotations
@@ -15,9 +22,11 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
+import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote_plus
@@ -35,7 +44,7 @@ from payment_examples.core.config import Settings, use_settings
 from payment_examples.encryption.customers import CustomerService
 from payment_examples.engine.local import create_kms_key
 from payment_examples.engine.stream import EventSourceConfig, StreamPoller
-from payment_examples.handlers import process, query, reconcile, stream
+from payment_examples.handlers import process, query, reconcile, settlement_map, stream
 from payment_examples.payments.seed import seed_payments
 from payment_examples.payments.service import PaymentService
 from payment_examples.reconciliation.generator import SettlementScenario, create_scenario_payments, settlement_bytes
@@ -47,8 +56,11 @@ from tests.conftest import V1
 
 TEMPLATE = yaml.safe_load((Path(__file__).resolve().parents[3] / "template.yaml").read_text())
 STACK = "teststack"
+# Thresholds for small files: the file of 251 rows (24 kB) is reconciled by the function, the one of 302 (29 kB) by
+# the state machine, whose plan cuts it into three ranges that the Map batches as two and one.
 PARAMETERS = {"TablePrefix": "stack-", "SecretsName": "payments/keys", "SettlementBucketName": "settlements-test",
-              "Processor": "local"}  # fmt: skip
+              "Processor": "local", "ReconDistributedBytes": "26000", "ReconRowsPerRange": "120",
+              "ReconRangesPerBatch": "2"}  # fmt: skip
 KEYS = {"jwt_secret": "jwt-secret-held-in-secrets-manager-0123456789", "cursor_secret": "c" * 40}
 AUDIENCE = "payments-api"
 
@@ -59,6 +71,27 @@ ALLOWED_UNOBSERVED: dict[tuple[str, str, str], str] = {
         "a retry that loses the race to apply the processor's answer reads the payment as it is now "
         "(checkout.Checkout.resolve); replays are answered from the failed put's ALL_OLD image"
     ),
+    ("ReconcileBatchFunction", "dynamodb:GetItem", "table/stack-reconciliation"): (
+        "a merchant's row whose digest the run's bloom filter holds (first recorded as another merchant's row, or "
+        "a false positive) is looked up (reconciler.RunStore.row_item); the merge and a single run read the run "
+        "item anyway"
+    ),
+}
+
+MACHINE = "ReconcileStateMachineRole"
+_STATES = f"arn:{PARTITION}:states:{REGION}:{ACCOUNT}"
+_REPORTS = (
+    f"arn:{PARTITION}:s3:::{PARAMETERS['SettlementBucketName']}/" + TEMPLATE["Parameters"]["ReportPrefix"]["Default"]
+)
+_EXECUTIONS = f"{_STATES}:execution:{STACK}-reconcile"
+# The state machine's role, granted though _execute cannot make these calls: Step Functions makes them itself.
+MACHINE_UNOBSERVED: dict[tuple[str, str], str] = {
+    ("states:DescribeExecution", f"{_EXECUTIONS}:*"): "the Distributed Map watches its child executions",
+    ("states:DescribeExecution", f"{_EXECUTIONS}/*"): "(the Map Run's children: execution:<machine>/<label>:<id>)",
+    ("states:StopExecution", f"{_EXECUTIONS}:*"): "and stops them when the Map fails or the execution is stopped",
+    ("states:StopExecution", f"{_EXECUTIONS}/*"): "(the same, for the Map Run's children)",
+    ("s3:ListMultipartUploadParts", f"{_REPORTS}map-results/*"): "the ResultWriter writes large result files in parts",
+    ("s3:AbortMultipartUpload", f"{_REPORTS}map-results/*"): "and abandons an upload that failed",
 }
 
 
@@ -89,6 +122,8 @@ def _ref(name: str, parameters: dict[str, str]) -> Any:
         return _resolve(resource["Properties"]["TableName"], parameters)
     if resource["Type"] == "AWS::Serverless::Function":
         return _resolve(resource["Properties"]["FunctionName"], parameters)
+    if resource["Type"] == "AWS::StepFunctions::StateMachine":  # Ref: the ARN
+        return f"{_STATES}:stateMachine:{_resolve(resource['Properties']['StateMachineName'], parameters)}"
     return f"<{name}>"  # ids CloudFormation makes up (an API id, a queue URL)
 
 
@@ -98,6 +133,10 @@ def _arn(name: str, parameters: dict[str, str]) -> str:
         return table_arn(_ref(name, parameters))
     if resource["Type"] == "AWS::Serverless::Function":
         return f"arn:{PARTITION}:lambda:{REGION}:{ACCOUNT}:function:{_ref(name, parameters)}"
+    if resource["Type"] == "AWS::StepFunctions::StateMachine":
+        return _ref(name, parameters)
+    if resource["Type"] == "AWS::IAM::Role":  # no RoleName: CloudFormation names it
+        return f"arn:{PARTITION}:iam::{ACCOUNT}:role/{STACK}-{name}-AbCdEf012345"
     return f"arn:{PARTITION}:<{name}>"
 
 
@@ -131,8 +170,14 @@ def _resolve(node: Any, parameters: dict[str, str]) -> Any:
 
 
 def _statements(function: str, parameters: dict[str, str]) -> list[dict]:
+    """A function's policy statements, or an IAM role's (its inline policies)."""
+    resource = TEMPLATE["Resources"][function]
     statements = []
-    for policy in TEMPLATE["Resources"][function]["Properties"]["Policies"]:
+    for policy in resource["Properties"]["Policies"]:
+        if resource["Type"] == "AWS::IAM::Role":
+            assert set(policy) == {"PolicyName", "PolicyDocument"}, function
+            statements += _resolve(policy["PolicyDocument"]["Statement"], parameters)
+            continue
         assert set(policy) == {"Statement"}, f"{function}: only explicit statements, no SAM policy templates"
         statements += _resolve(policy["Statement"], parameters)
     return statements
@@ -158,6 +203,19 @@ def _environment(function: str, parameters: dict[str, str]) -> dict[str, str]:
     variables = dict(TEMPLATE["Globals"]["Function"]["Environment"]["Variables"])
     variables |= TEMPLATE["Resources"][function]["Properties"].get("Environment", {}).get("Variables", {})
     return {"AWS_REGION": REGION, **_resolve(variables, parameters)}
+
+
+def _definition(parameters: dict[str, str] = PARAMETERS) -> dict:
+    """ReconcileStateMachine's Amazon States Language definition, resolved."""
+    return json.loads(_resolve(TEMPLATE["Resources"]["ReconcileStateMachine"]["Properties"]["DefinitionString"],
+                               parameters))  # fmt: skip
+
+
+def _needs(call: Call) -> list[tuple[str, str]]:
+    """tests/aws_calls.permissions, and the one Step Functions call a handler makes."""
+    if (call.service, call.operation) == ("states", "StartExecution"):
+        return [("states:StartExecution", call.params["stateMachineArn"])]
+    return permissions(call)
 
 
 # -- the flows -------------------------------------------------------------------------------------------------------
@@ -246,7 +304,10 @@ class _Context:
         return self.remaining_ms
 
 
-def _run_reconcile() -> list[Call]:
+# One run drives the four functions and the state machine (each step's calls are the slice its handler made): the
+# fixture takes each one's share.
+@cache
+def _run_reconciliation() -> dict[str, Any]:
     invoked: list[dict] = []
 
     def lambda_accepts(call: Call) -> dict | None:  # Lambda queues an asynchronous invocation: 202
@@ -257,6 +318,7 @@ def _run_reconcile() -> list[Call]:
 
     with mock_aws(), observed_calls(intercept=lambda_accepts) as recorder:
         settings = _deployed_settings("ReconcileFunction", recorder)
+        assert settings.recon_state_machine_arn == _ref("ReconcileStateMachine", PARAMETERS)
         bucket, prefix = PARAMETERS["SettlementBucketName"], _parameter("SettlementPrefix", PARAMETERS)
         scenario = SettlementScenario(rows=250, seed=4, discrepancy_rate=0.2)
         key = f"{prefix}2026-03-02 final.csv"
@@ -271,6 +333,23 @@ def _run_reconcile() -> list[Call]:
             s3 = boto3.client("s3", region_name=REGION)
             s3.create_bucket(Bucket=bucket)
             s3.put_object(Bucket=bucket, Key=key, Body=settlement_bytes(scenario) + row)
+            # A merchant's file above ReconDistributedBytes, and the state machine the stack deploys.
+            large = SettlementScenario(rows=300, seed=7, discrepancy_rate=0.2)
+            create_scenario_payments(large)
+            body = settlement_bytes(large)
+            # Two payments split across ranges (their rows wait for the merge): a matched row (a mark, no
+            # transition) and another merchant's row (a row item), each again in the last range.
+            body += b"".join(body.splitlines(keepends=True)[3:5])
+            large_key = f"{prefix}merchant-a/2026-03-02 large.csv"
+            assert len(settlement_bytes(scenario) + row) < settings.recon_distributed_bytes < len(body)
+            etag = s3.put_object(Bucket=bucket, Key=large_key, Body=body)["ETag"].strip('"')
+            sfn = boto3.client("stepfunctions", region_name=REGION)
+            machine = sfn.create_state_machine(
+                name=_resolve(TEMPLATE["Resources"]["ReconcileStateMachine"]["Properties"]["StateMachineName"],
+                              PARAMETERS),
+                definition=json.dumps(_definition()), roleArn=_arn(MACHINE, PARAMETERS), type="STANDARD",
+            )["stateMachineArn"]  # fmt: skip
+            assert machine == settings.recon_state_machine_arn
         handler = reconcile.make_handler(
             lambda: Reconciler(PaymentService(models=get_models(settings), clock=clock), settings=settings,
                                clock=clock, max_workers=1, batch_rows=100),
@@ -287,7 +366,135 @@ def _run_reconcile() -> list[Call]:
         last = handler(invoked[0], _Context())["files"][0]  # the continuation, as Lambda delivers it
         assert (last["complete"], last["rows"]) == (True, 251) and last["report"], last
         assert handler(invoked[0], _Context())["files"][0] == last  # delivered again: the stored result
-        return recorder.calls
+        # The large file: one execution, named after the file; S3 delivering the event again starts nothing new.
+        big = {"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+               "s3": {"bucket": {"name": bucket},
+                      "object": {"key": quote_plus(large_key, safe="/"), "size": len(body), "eTag": etag}}}  # fmt: skip
+        (entry,) = handler({"Records": [big]}, _Context())["files"]
+        execution = entry["distributed"]["execution"]
+        assert handler({"Records": [big]}, _Context())["files"][0]["distributed"] == {"execution": execution}
+        assert len(invoked) == 1  # handed over, not continued
+        calls = {"ReconcileFunction": list(recorder.calls)}
+        with recorder.paused():
+            started = sfn.describe_execution(executionArn=execution)
+        assert started["stateMachineArn"] == machine
+        given = json.loads(started["input"])
+        assert given == {"bucket": bucket, "key": large_key, "etag": etag, "merchant": "merchant-a"}
+        summary, steps, needs = _execute(given, recorder, clock)
+        assert (summary["complete"], summary["rows"], summary["key"]) == (True, large.rows + 2, large_key), summary
+        assert summary["report"]["summary"].startswith(f"s3://{bucket}/{settings.recon_report_prefix}{large_key}/")
+        return calls | steps | {MACHINE: needs}
+
+
+# -- ReconcileStateMachine, step by step as Step Functions runs it (JSONPath: the few forms the definition uses) --
+
+
+def _path(document: Any, path: str) -> Any:
+    assert path == "$" or path.startswith("$."), path
+    for part in path.split(".")[1:]:
+        document = document[part]
+    return document
+
+
+def _parameters(template: Any, state: Any) -> Any:
+    """A state's Parameters (or BatchInput) for ``state``: "name.$" fields take the value at their path."""
+    if isinstance(template, dict):
+        return {k.removesuffix(".$"): _path(state, v) if k.endswith(".$") else _parameters(v, state)
+                for k, v in template.items()}  # fmt: skip
+    return [_parameters(v, state) for v in template] if isinstance(template, list) else template
+
+
+def _execute(given: dict, recorder: Any, clock: FixedClock) -> tuple[dict, dict[str, list[Call]], set]:
+    """One execution of the definition: each step's handler called as the deployed function (its settings from its
+    template environment) with the payload the definition builds; returns the merge's output, each function's
+    calls, and what the state machine's role needed."""
+    definition = _definition()
+    steps = {"ReconcilePlanFunction": settlement_map.plan_handler,
+             "ReconcileBatchFunction": settlement_map.batch_handler,
+             "ReconcileMergeFunction": settlement_map.merge_handler}  # fmt: skip
+    by_arn = {_arn(name, PARAMETERS): name for name in steps}
+    calls: dict[str, list[Call]] = {name: [] for name in steps}
+    needs: set[tuple[str, str]] = set()
+    machine = _ref("ReconcileStateMachine", PARAMETERS)
+    s3 = boto3.client("s3", region_name=REGION)
+
+    def invoke(task: dict, state: Any) -> Any:
+        assert task["Type"] == "Task" and task["Resource"] == f"arn:{PARTITION}:states:::lambda:invoke", task
+        parameters = _parameters(task["Parameters"], state)
+        name = by_arn[parameters["FunctionName"]]
+        needs.add(("lambda:InvokeFunction", parameters["FunctionName"]))
+        settings = Settings.from_env(_environment(name, PARAMETERS))
+        start = len(recorder.calls)
+        with use_settings(settings):
+            extra = {} if name == "ReconcilePlanFunction" else {"reconciler": Reconciler(
+                PaymentService(models=get_models(settings), clock=clock), settings=settings, clock=clock,
+                max_workers=1)}  # fmt: skip
+            payload = steps[name](json.loads(json.dumps(parameters["Payload"])), None, settings=settings, **extra)
+        calls[name] += recorder.calls[start:]
+        return _path({"Payload": json.loads(json.dumps(payload)), "StatusCode": 200}, task["OutputPath"])
+
+    def distributed_map(label: str, step: dict, state: dict) -> dict:
+        assert step["ItemProcessor"]["ProcessorConfig"] == {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"}
+        reader, batcher = step["ItemReader"], step["ItemBatcher"]
+        assert reader["Resource"] == f"arn:{PARTITION}:states:::s3:getObject" and reader["ReaderConfig"] == {
+            "InputType": "JSON"}  # fmt: skip
+        where = _parameters(reader["Parameters"], state)
+        needs.add(("s3:GetObject", f"arn:{PARTITION}:s3:::{where['Bucket']}/{where['Key']}"))
+        with recorder.paused():
+            items = json.loads(s3.get_object(Bucket=where["Bucket"], Key=where["Key"])["Body"].read())
+        assert len(items) == state["ranges"] == 3, items
+        with recorder.paused():  # the split payments' rows wait for the merge
+            assert len(json.loads(s3.get_object(Bucket=where["Bucket"], Key=state["deferred_key"])["Body"].read())) == 2
+        batch_input, size = _parameters(batcher["BatchInput"], state), batcher["MaxItemsPerBatch"]
+        processor = step["ItemProcessor"]
+        (task,) = processor["States"].values()
+        assert processor["StartAt"] in processor["States"] and task.get("End") is True
+        run_id = str(uuid.UUID(int=len(items)))
+        children = []
+        for index in range(0, len(items), size):
+            child = {"Items": items[index : index + size], "BatchInput": batch_input}
+            needs.add(("states:StartExecution", machine))  # each batch is a child execution of this machine
+            output = invoke(task, child)
+            if index + size >= len(items):  # a Retry after a lost response: the same partial, nothing counted twice
+                assert invoke(task, child) == output
+            name = str(uuid.UUID(int=index + 1))
+            children.append({
+                "ExecutionArn": f"{machine.replace(':stateMachine:', ':execution:')}/{label}:{name}", "Name": name,
+                "Input": json.dumps(child), "InputDetails": {"Included": True}, "Output": json.dumps(output),
+                "OutputDetails": {"Included": True}, "RedriveCount": 0, "RedriveStatus": "NOT_REDRIVABLE",
+                "StartDate": "2026-03-03T01:00:00.000Z", "StateMachineArn": machine, "Status": "SUCCEEDED",
+                "StopDate": "2026-03-03T01:01:00.000Z",
+            })  # fmt: skip
+        assert [len(json.loads(c["Input"])["Items"]) for c in children] == [2, 1]
+        # The ResultWriter: <Prefix>/<map run id>/manifest.json and the SUCCEEDED results file it names.
+        assert step["ResultWriter"]["Resource"] == f"arn:{PARTITION}:states:::s3:putObject"
+        writer = _parameters(step["ResultWriter"]["Parameters"], state)
+        run = f"{writer['Prefix']}/{run_id}"
+        results_key, manifest_key = f"{run}/SUCCEEDED_0.json", f"{run}/manifest.json"
+        results = json.dumps(children).encode()
+        map_run = f"{machine.replace(':stateMachine:', ':mapRun:')}/{label}:{run_id}"
+        manifest = {"DestinationBucket": writer["Bucket"], "MapRunArn": map_run,
+                    "ResultFiles": {"FAILED": [], "PENDING": [], "SUCCEEDED": [{"Key": results_key,
+                                                                                 "Size": len(results)}]}}  # fmt: skip
+        with recorder.paused():
+            s3.put_object(Bucket=writer["Bucket"], Key=results_key, Body=results)
+            s3.put_object(Bucket=writer["Bucket"], Key=manifest_key, Body=json.dumps(manifest).encode())
+        needs.update(
+            ("s3:PutObject", f"arn:{PARTITION}:s3:::{writer['Bucket']}/{k}") for k in (results_key, manifest_key)
+        )
+        output = {"MapRunArn": map_run, "ResultWriterDetails": {"Bucket": writer["Bucket"], "Key": manifest_key}}
+        assert step["ResultPath"].count(".") == 1
+        return state | {step["ResultPath"].removeprefix("$."): output}
+
+    state, name = given, definition["StartAt"]
+    while True:
+        step = definition["States"][name]
+        before = state
+        state = distributed_map(name, step, state) if step["Type"] == "Map" else invoke(step, state)
+        if step.get("End"):
+            assert invoke(step, before) == state  # the last step delivered again (a Retry): the stored summary
+            return state, calls, needs
+        name = step["Next"]
 
 
 def _run_stream_consumer() -> list[Call]:
@@ -331,7 +538,11 @@ def _run_stream_consumer() -> list[Call]:
 pytestmark = pytest.mark.slow
 
 FLOWS = {"ProcessPaymentFunction": _run_process, "QueryPaymentsFunction": _run_query,
-         "ReconcileFunction": _run_reconcile, "StreamConsumerFunction": _run_stream_consumer}  # fmt: skip
+         "ReconcileFunction": lambda: _run_reconciliation()["ReconcileFunction"],
+         "ReconcilePlanFunction": lambda: _run_reconciliation()["ReconcilePlanFunction"],
+         "ReconcileBatchFunction": lambda: _run_reconciliation()["ReconcileBatchFunction"],
+         "ReconcileMergeFunction": lambda: _run_reconciliation()["ReconcileMergeFunction"],
+         "StreamConsumerFunction": _run_stream_consumer}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -345,7 +556,7 @@ def observed() -> dict[str, set[tuple[str, str]]]:
         bind_models.cache_clear()
         aws._client.cache_clear()
         stream._default_projectors.cache_clear()
-        result[function] = {need for call in flow() for need in permissions(call)}
+        result[function] = {need for call in flow() for need in _needs(call)}
     return result
 
 
@@ -399,7 +610,10 @@ def test_the_flows_reached_every_service_the_functions_use(observed: dict) -> No
     assert services == {
         "ProcessPaymentFunction": {"secretsmanager", "dynamodb"},
         "QueryPaymentsFunction": {"secretsmanager", "dynamodb"},
-        "ReconcileFunction": {"dynamodb", "s3", "lambda"},
+        "ReconcileFunction": {"dynamodb", "s3", "lambda", "states"},
+        "ReconcilePlanFunction": {"s3"},
+        "ReconcileBatchFunction": {"dynamodb", "s3"},
+        "ReconcileMergeFunction": {"dynamodb", "s3"},
         "StreamConsumerFunction": {"dynamodb"},
     }
 
@@ -426,8 +640,67 @@ def test_without_the_local_processor_no_ledger_table_and_no_grant_on_it() -> Non
 def test_only_the_api_functions_can_read_the_secret_and_only_that_secret() -> None:
     for function in FLOWS:
         secret_grants = {g for g in _grants(function, PARAMETERS) if g[0].startswith("secretsmanager:")}
-        if function in ("ReconcileFunction", "StreamConsumerFunction"):
-            assert secret_grants == set()
-        else:
+        if function in ("ProcessPaymentFunction", "QueryPaymentsFunction"):
             arn = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:payments/keys-??????"
             assert secret_grants == {("secretsmanager:GetSecretValue", arn)}
+        else:
+            assert secret_grants == set()
+    assert not any(g[0].startswith("secretsmanager:") for g in _grants(MACHINE, PARAMETERS))
+
+
+# -- the state machine -----------------------------------------------------------------------------------------------
+
+
+def test_only_the_reconcile_function_starts_executions_and_only_of_the_state_machine() -> None:
+    machine = f"{_STATES}:stateMachine:{STACK}-reconcile"
+    assert _ref("ReconcileStateMachine", PARAMETERS) == machine
+    for function in FLOWS:
+        states = {g for g in _grants(function, PARAMETERS) if g[0].startswith("states:")}
+        assert states == ({("states:StartExecution", machine)} if function == "ReconcileFunction" else set()), function
+    environment = _environment("ReconcileFunction", PARAMETERS)
+    assert environment["PAYMENT_RECON_STATE_MACHINE_ARN"] == machine
+    assert environment["PAYMENT_RECON_SETTLEMENT_PREFIX"] == _parameter("SettlementPrefix", PARAMETERS)
+    assert environment["PAYMENT_RECON_DISTRIBUTED_BYTES"] == PARAMETERS["ReconDistributedBytes"]
+    assert _environment("ReconcilePlanFunction", PARAMETERS)["PAYMENT_RECON_ROWS_PER_RANGE"] == "120"
+
+
+def test_the_state_machine_role_grants_exactly_the_distributed_maps_needs() -> None:
+    name, reports = f"{STACK}-reconcile", _REPORTS
+    functions = {_arn(f, PARAMETERS) for f in ("ReconcilePlanFunction", "ReconcileBatchFunction",
+                                               "ReconcileMergeFunction")}  # fmt: skip
+    assert _grants(MACHINE, PARAMETERS) == (
+        {("lambda:InvokeFunction", arn) for arn in functions}
+        | {("states:StartExecution", f"{_STATES}:stateMachine:{name}")}
+        | {
+            (action, f"{_STATES}:execution:{name}{tail}")
+            for action in ("states:DescribeExecution", "states:StopExecution")
+            for tail in (":*", "/*")
+        }
+        | {("s3:GetObject", f"{reports}*")}
+        | {
+            (action, f"{reports}map-results/*")
+            for action in ("s3:PutObject", "s3:ListMultipartUploadParts", "s3:AbortMultipartUpload")
+        }
+    )
+    # The Map Run's children are executions named execution:<machine>/<map run label>:<id>.
+    child = f"{_STATES}:execution:{name}/Ranges:{uuid.UUID(int=1)}"
+    for action in ("states:DescribeExecution", "states:StopExecution"):
+        assert any(_allows(grant, (action, child)) for grant in _grants(MACHINE, PARAMETERS)), action
+    # Assumed by Step Functions only, in this account (the confused deputy).
+    (trust,) = TEMPLATE["Resources"][MACHINE]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert (trust["Principal"], trust["Action"]) == ({"Service": "states.amazonaws.com"}, "sts:AssumeRole")
+    assert _resolve(trust["Condition"], PARAMETERS) == {"StringEquals": {"aws:SourceAccount": ACCOUNT}}
+    assert TEMPLATE["Resources"][MACHINE]["Properties"].get("ManagedPolicyArns") is None
+    assert _resolve(TEMPLATE["Resources"]["ReconcileStateMachine"]["Properties"]["RoleArn"], PARAMETERS) == _arn(
+        MACHINE, PARAMETERS)  # fmt: skip
+
+
+def test_the_state_machine_role_allows_what_an_execution_needed_and_nothing_else() -> None:
+    needs = _run_reconciliation()[MACHINE]
+    grants = _grants(MACHINE, PARAMETERS)
+    assert _denied(MACHINE, grants, needs) == []
+    unused = [g for g in grants if not any(_allows(g, need) for need in needs) and g not in MACHINE_UNOBSERVED]
+    assert unused == [], f"the state machine's role grants what no execution step used: {unused}"
+    assert set(MACHINE_UNOBSERVED) <= grants
+    assert not any(_allows(grant, need) for grant in MACHINE_UNOBSERVED for need in needs), "now observed: drop it"
+    assert {action.partition(":")[0] for action, _ in needs} == {"lambda", "s3", "states"}

@@ -155,3 +155,15 @@ def test_a_merge_without_every_range_finishes_nothing(aws, tmp_path) -> None:
     done = merge(source, sink, [first, *rest], reconciler=_reconciler(clock), expected_ranges=len(planned.ranges))
     assert done.complete and done.outcomes["applied"] == 12
     assert merge(source, sink, [], reconciler=_reconciler(clock), expected_ranges=3).summary == done.summary
+
+
+def test_a_file_of_no_rows_plans_no_range_and_merges_to_an_empty_summary(aws, tmp_path) -> None:
+    from payment_examples.reconciliation.paypal_report import write_paypal_report
+
+    clock = FixedClock(T0)
+    path = tmp_path / "quiet-day.csv"
+    path.write_bytes(write_paypal_report([], account_id="merchant-a"))  # a PayPal day without activity
+    result = run_distributed(LocalSource(str(path)), LocalReportSink(str(tmp_path / "out")),
+                             reconciler_factory=lambda: _reconciler(clock))  # fmt: skip
+    assert result.complete and result.rows == 0 and result.summary["distributed"] == {"ranges": 0, "deferred_rows": 0}
+    assert result.summary["layout"] is None  # no row was read to say which (the file was checked as PayPal's)
