@@ -77,7 +77,7 @@ class Range:
 class Plan:
     file: SettlementFile
     ranges: list[Range]
-    deferred: frozenset[str]  # payment ids with rows in more than one range
+    deferred: frozenset[str]  # ``defer_key``s (payment ids) with rows in more than one range
     rows: int
     base: str  # where the plan and the partials go in the report sink
 
@@ -90,8 +90,14 @@ class Plan:
         return f"{self.base}/plan/ranges.json"
 
 
-def _digest(payment_id: str) -> int:
-    return int.from_bytes(hashlib.blake2b(payment_id.encode(), digest_size=8).digest(), "big")
+def defer_key(row: SettlementRow) -> str:
+    """What orders a row: its payment; a row without our payment id only its own event (its duplicates), so that
+    another integration's rows, all without an id, are not all deferred to the merge."""
+    return row.payment_id or f"\x00{row.dedupe_key}"
+
+
+def _digest(key: str) -> int:
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
 
 
 def plan(source: SettlementSource, sink: ReportSink, *, rows_per_range: int = ROWS_PER_RANGE, base: str = "") -> Plan:
@@ -110,7 +116,7 @@ def plan(source: SettlementSource, sink: ReportSink, *, rows_per_range: int = RO
             rows += 1
             count += 1
             if isinstance(row, SettlementRow):
-                digest = _digest(row.payment_id)
+                digest = _digest(defer_key(row))
                 seen = first_range.setdefault(digest, len(ranges))
                 if seen != len(ranges):
                     split.add(digest)
@@ -132,8 +138,8 @@ def _deferred_ids(source: SettlementSource, split: set[int]) -> frozenset[str]:
     ids = set()
     with closing(source.open(0)) as stream:
         for row, _ in read_settlement_file(stream, layout=source.layout, merchant=source.merchant):
-            if isinstance(row, SettlementRow) and _digest(row.payment_id) in split:
-                ids.add(row.payment_id)
+            if isinstance(row, SettlementRow) and _digest(defer_key(row)) in split:
+                ids.add(defer_key(row))
     return frozenset(ids)
 
 
@@ -173,7 +179,9 @@ def reconcile_ranges(
             for row, position in read_settlement_file(
                 stream, item.start, layout=source.layout, merchant=source.merchant
             ):
-                if isinstance(row, SettlementRow) and row.payment_id in deferred:
+                if position.context is not None:
+                    state["layout"] = position.context["layout"]
+                if isinstance(row, SettlementRow) and defer_key(row) in deferred:
                     held.append(row_to_json(row))
                 else:
                     batch.append(row)
@@ -181,8 +189,6 @@ def reconcile_ranges(
                     reconcile_and_record(reconciler, file, batch, state, merchants)
                     batch = []
                 if item.end is not None and position.offset >= item.end:
-                    if position.context is not None:
-                        state["layout"] = position.context["layout"]
                     break
         if batch:
             reconcile_and_record(reconciler, file, batch, state, merchants)

@@ -23,10 +23,13 @@ How a run stays correct without holding the file, or its rows, in memory:
   were created before the file's latest ``settled_at`` minus a grace period are ``missing_in_file`` (a key
   condition on ``by-merchant-status``, never a scan).
 
-``reconcile_batch`` is the unit a worker needs: files too large for one function can be split into byte ranges at
-row boundaries and each range reconciled on its own (e.g. Step Functions Distributed Map); marks and row items
-are shared through DynamoDB, so duplicates are still found across workers (which of two duplicates counts as the
-original is then the one that ran first, not necessarily the earlier line).
+* The processors' per-event rows (one refund, a dispute, its reversal, a capture reversal) are judged against the
+  payment's earlier reconciled rows of ANY file (``Reported``), and an event another file already reconciled (a
+  re-export, the balance report beside the payout report) is ``matched`` to it, never applied twice.
+
+``reconcile_batch`` is the unit a worker needs: ``distributed.py`` splits a file too large for one function into
+ranges at row boundaries, reconciles them in parallel with it and merges, deferring the payments whose rows fall
+in more than one range to the merge so every payment's rows still run in the file's order.
 """
 
 from __future__ import annotations
@@ -145,6 +148,9 @@ class Reported:
 
 
 _CHARGED = frozenset({Outcome.APPLIED, Outcome.MATCHED, Outcome.AMOUNT_MISMATCH})
+# The processors' statuses of one event each: judged against the payment's earlier rows, matched across files.
+PER_EVENT = frozenset({SettlementStatus.REFUND, SettlementStatus.CAPTURE_REVERSAL, SettlementStatus.CHARGEBACK,
+                       SettlementStatus.CHARGEBACK_REVERSAL})  # fmt: skip
 _CAPTURED_ANY = frozenset({PaymentStatus.CAPTURED, PaymentStatus.PARTIALLY_REFUNDED, PaymentStatus.REFUNDED,
                            PaymentStatus.CHARGED_BACK})  # fmt: skip
 _REFUNDABLE = frozenset({PaymentStatus.CAPTURED, PaymentStatus.PARTIALLY_REFUNDED})
@@ -167,7 +173,7 @@ def decide(row: SettlementRow, status: str, balances: Balances, reported: Report
     if row.status is SettlementStatus.REFUNDED:  # the row's amount is the total refunded so far
         return _refunded_in_all(amount, s, balances)
     if row.status is SettlementStatus.REFUND:  # one refund: the processor's total is the earlier refunds and this
-        return _refunded_in_all(reported.refunds + amount, s, balances)
+        return _refund_event(reported.refunds + amount, s, balances)
     if row.status is SettlementStatus.CAPTURE_REVERSAL:  # the charge row carried more than was captured
         if s not in _CAPTURED_ANY:
             return Decision(Outcome.ILLEGAL_TRANSITION, f"a {s} payment was never captured, so nothing to reverse")
@@ -201,6 +207,17 @@ def decide(row: SettlementRow, status: str, balances: Balances, reported: Report
     if s is PaymentStatus.FAILED:
         return Decision(Outcome.MATCHED)
     return Decision(Outcome.ILLEGAL_TRANSITION, f"a {s} payment cannot fail")
+
+
+def _refund_event(total: int, s: PaymentStatus, balances: Balances) -> Decision:
+    """One refund row, the processor's refunds reported so far coming to ``total``. Refunds we made through the
+    API settle over days, so a processor total BELOW ours is normal (matched: the rest is still to come); above
+    ours, the difference is a refund we have not recorded (applied)."""
+    if s not in _CAPTURED_ANY:
+        return Decision(Outcome.ILLEGAL_TRANSITION, f"a {s} payment was never captured, so not refunded")
+    if total <= balances.refunded:
+        return Decision(Outcome.MATCHED, f"the processor has reported {total} of our {balances.refunded} refunded")
+    return _refunded_in_all(total, s, balances)
 
 
 def _refunded_in_all(total: int, s: PaymentStatus, balances: Balances) -> Decision:
@@ -624,6 +641,11 @@ class Reconciler:
             return result(Outcome.DUPLICATE_ROW, earlier.detail), payment
         if isinstance(earlier, Outcome):  # our own mark (or row item): handled before a restart
             return result(earlier, marks.get(key, {}).get("detail") or _foreign_detail(earlier, row)), payment
+        if row.status in PER_EVENT:
+            marks = _without_event(marks, row, file)
+            if isinstance(marks, Decision):  # another file reconciled this very event: never apply it twice
+                mark = _mark(file, row, marks.outcome, marks.detail)
+                return result(marks.outcome, marks.detail), self._mark_only(payment, row, file, mark, record=True)
 
         if payment.currency != row.currency:
             decision = Decision(Outcome.CURRENCY_MISMATCH, f"file {row.currency}, payment {payment.currency}")
@@ -667,6 +689,19 @@ class Reconciler:
                 range_key_condition=Model.created_key < cutoff,
                 filter_condition=Model.settlement.does_not_exist(),
             )
+
+
+def _without_event(marks: dict[str, Any], row: SettlementRow, file: SettlementFile) -> dict[str, Any] | Decision:
+    """The payment's marks without other files' marks of this same event; or ``matched`` when another file already
+    reconciled it (the same processor reference: a re-export, or the same events in another report)."""
+    kept = {}
+    for key, mark in marks.items():
+        if isinstance(mark, dict) and mark.get("event") == row.dedupe_key[:300] and mark.get("file_id") != file.file_id:
+            if mark.get("outcome") in RECONCILED:
+                return Decision(Outcome.MATCHED, f"reconciled before by another file (line {mark.get('line')})")
+            continue  # judged again here, not counted as reported
+        kept[key] = mark
+    return kept
 
 
 def _foreign_detail(outcome: Outcome, row: SettlementRow | None = None) -> str:
@@ -940,7 +975,7 @@ def _account(state: dict[str, Any], rows: list[ParsedRow], results: list[RowResu
             amounts[result.outcome.value] += row.amount
         elif result.outcome in DISPUTED:
             amounts["disputed"] += row.amount
-        amounts["fee"] += row.fee
+        _currency_amounts(state, row.net_currency or row.currency)["fee"] += row.fee  # fees are in the net currency
         if row.net is not None:
             _payout(state, row.payout_id, row.net_currency or row.currency, actual=row.net)
 

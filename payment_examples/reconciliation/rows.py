@@ -23,6 +23,7 @@ Amounts in the processors' files are exact decimals (``minor_units``): a float n
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -31,6 +32,8 @@ from typing import Any
 
 from payment_examples.core import PaymentExamplesError, ValidationError
 from payment_examples.core.money import MAX_AMOUNT, currency_exponent
+
+_DECIMAL = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?")
 
 
 class SettlementFileError(PaymentExamplesError):
@@ -210,6 +213,8 @@ def minor_units(text: str, currency: str, field: str = "amount", *, signed: bool
     exponent = currency_exponent(currency)
     if not signed and text[0] in "+-":
         raise ValidationError(field, f"{text[:40]!r} must not carry a sign")
+    if not _DECIMAL.fullmatch(text):  # Decimal alone would take "1_000.50" and non-ASCII digits
+        raise ValidationError(field, f"{text[:40]!r} is not a plain decimal number")
     try:
         major = Decimal(text)
     except InvalidOperation:

@@ -248,7 +248,7 @@ def test_a_gross_in_the_wrong_column_both_or_neither_is_invalid(
         ({"Net Credit (NC)": "9.705"}, "Net Credit (NC)", "more decimal places"),
         ({"Markup (NC)": "0.051"}, "Markup (NC)", "more decimal places"),
         ({"Gross Credit (GC)": "1e3"}, "Gross Credit (GC)", "not a plain decimal"),
-        ({"Interchange (NC)": "abc"}, "Interchange (NC)", "not a decimal number"),
+        ({"Interchange (NC)": "abc"}, "Interchange (NC)", "not a plain decimal number"),
         ({"Net Credit (NC)": "-9.70"}, "Net Credit (NC)", "must not carry a sign"),
         ({"Net Credit (NC)": ""}, "Net Debit (NC)", "is empty, and so is Net Credit (NC)"),
         ({"Gross Currency": "XYZ"}, "Gross Currency", "not an ISO 4217"),

@@ -167,3 +167,24 @@ def test_a_file_of_no_rows_plans_no_range_and_merges_to_an_empty_summary(aws, tm
                              reconciler_factory=lambda: _reconciler(clock))  # fmt: skip
     assert result.complete and result.rows == 0 and result.summary["distributed"] == {"ranges": 0, "deferred_rows": 0}
     assert result.summary["layout"] is None  # no row was read to say which (the file was checked as PayPal's)
+
+
+def test_one_range_keeps_the_layout_and_rows_without_our_id_are_not_all_deferred(aws, tmp_path) -> None:
+    from payment_examples.reconciliation.processor_scenario import processor_day
+    from payment_examples.reconciliation.rows import SettlementRow, SettlementStatus
+    from payment_examples.reconciliation.stripe_report import write_stripe_report
+
+    clock = FixedClock(T0)
+    day = processor_day(PaymentService(clock=clock), "adyen", "m-adyen", day=T0)
+    path = tmp_path / "adyen.csv"
+    path.write_bytes(day.render())
+    result = run_distributed(LocalSource(str(path)), LocalReportSink(str(tmp_path / "out")),
+                             reconciler_factory=lambda: _reconciler(clock), rows_per_range=1_000)  # fmt: skip
+    assert result.summary["distributed"]["ranges"] == 1 and result.summary["layout"] == "adyen"
+
+    others = [SettlementRow(0, "", M, 100 + i, "USD", SettlementStatus.SETTLED, T0, f"txn_{i}", net=100 + i,
+                            net_currency="USD") for i in range(9)]  # fmt: skip
+    stripe = tmp_path / "others.csv"
+    stripe.write_bytes(write_stripe_report(others))
+    planned = plan(LocalSource(str(stripe), merchant=M), LocalReportSink(str(tmp_path / "p")), rows_per_range=2)
+    assert len(planned.ranges) == 5 and planned.deferred == frozenset()  # each its own event: none deferred

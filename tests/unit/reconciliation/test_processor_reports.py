@@ -79,3 +79,22 @@ def test_a_payout_that_does_not_match_its_rows_is_reported(aws, tmp_path, clock,
 def test_an_unknown_processor_is_refused(aws, clock) -> None:
     with pytest.raises(ValueError, match="unknown processor 'square'"):
         processor_day(PaymentService(clock=clock), "square", "m", day=DAY)
+
+
+@pytest.mark.parametrize("processor", PROCESSORS)
+def test_the_same_events_in_a_second_file_are_matched_never_applied_twice(aws, tmp_path, clock, processor) -> None:
+    """A re-export (a new ETag, one more blank line) or the same events in another report: every refund, dispute
+    and reversal another file reconciled is matched to it; the payments do not move again."""
+    day, first, service = _run(tmp_path, clock, processor)
+    states = {name: service.get_payment(day.merchant_id, pid) for name, pid in day.payments.items()}
+    again = tmp_path / f"{processor}-again.csv"
+    again.write_bytes(day.render() + b"\n")
+    reconciler = Reconciler(PaymentService(clock=clock), clock=clock, max_workers=1, grace=timedelta(days=2))
+    second = run_reconciliation(LocalSource(str(again), merchant=day.merchant_id),
+                                LocalReportSink(str(tmp_path / "again")), reconciler=reconciler)  # fmt: skip
+    assert second.outcomes["applied"] == 0 and second.outcomes["matched"] == first.outcomes["matched"] + 5
+    for name, before in states.items():
+        after = service.get_payment(day.merchant_id, day.payments[name])
+        assert (after.status, after.captured_amount, after.refunded_amount) == (
+            before.status, before.captured_amount, before.refunded_amount)  # fmt: skip
+        assert after.last_transition.version == before.last_transition.version  # marks only: no transition
