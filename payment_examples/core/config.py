@@ -68,6 +68,9 @@ class Settings:
     recon_distributed_bytes: int = 64 * 1024 * 1024
     recon_state_machine_arn: str | None = None
     recon_rows_per_range: int = 10_000  # rows per range the plan cuts a distributed file into
+    # Where a continuation that could not be invoked is parked (the failure queue of the reconcile function): a
+    # re-drive of its message continues the file from its checkpoint.
+    recon_failure_queue_url: str | None = None
     # Field encryption (encryption.py, customers.py): the KMS key that wraps data keys, and the versioned roots of
     # the keyed hashes (blind index, card fingerprint, field signatures): "v1:<base64>,v2:<base64>", at least 32
     # bytes each; the current version (default: the last) signs and indexes new writes.
@@ -188,6 +191,7 @@ class Settings:
             recon_distributed_bytes=_integer(env, "PAYMENT_RECON_DISTRIBUTED_BYTES", 64 * 1024 * 1024),
             recon_state_machine_arn=env.get("PAYMENT_RECON_STATE_MACHINE_ARN") or None,
             recon_rows_per_range=_integer(env, "PAYMENT_RECON_ROWS_PER_RANGE", 10_000),
+            recon_failure_queue_url=env.get("PAYMENT_RECON_FAILURE_QUEUE_URL") or None,
             kms_key_id=env.get("PAYMENT_KMS_KEY_ID") or None,
             kms_previous_key_ids=tuple(
                 k.strip() for k in env.get("PAYMENT_KMS_PREVIOUS_KEY_IDS", "").split(",") if k.strip()

@@ -18,14 +18,20 @@ function asynchronously (``InvocationType=Event``) with an event of just the unf
 size completes by itself, one invocation after another, each resuming from the checkpoint. A continuation counter
 in the event (``payment_examples_continuation``) stops a loop that makes no progress. If the re-invocation fails
 (no such function, throttled, the permission missing), the handler still returns its summary: the failure is
-logged and named in each unfinished entry (``"continuation": {"error": ...}``), and the file stays resumable from
-its checkpoint (S3's retry of the event, a re-drive from the failure queue, or the next delivery continues it).
+logged and named in each unfinished entry (``"continuation": {"error": ..., "resumable": true}``), and the
+follow-up event is parked on ``PAYMENT_RECON_FAILURE_QUEUE_URL`` (the function's failure queue, where Lambda's
+failed asynchronous invocations go too): a re-drive of that message continues the file from its checkpoint. If
+it cannot be parked either, the handler raises after logging the summary, so Lambda retries the invocation
+(which resumes from the checkpoint). Without a queue (locally) the entry says so and the same event, delivered
+again, continues the file.
 
 Which engine: a file larger than ``PAYMENT_RECON_DISTRIBUTED_BYTES`` (default 64 MiB), when
 ``PAYMENT_RECON_STATE_MACHINE_ARN`` is set, is handed to the Step Functions state machine (Distributed Map over
 the file's ranges, ``handlers/settlement_map.py``): the entry says ``"distributed": {"execution": arn}`` and the
 reports appear when the execution's merge step finishes. The execution is named after the file (its bucket, key
-and ETag), so a repeated event starts nothing twice.
+and ETag), so a repeated event starts nothing twice; if that execution failed, timed out or was aborted, a
+repeated event starts the next attempt (``<file id>-2``, ...). A state machine that does not exist or may not be
+started is a final error for the record.
 
 The file's layout is detected from its first record (canonical, Stripe, Adyen, PayPal); its merchant, for layouts
 whose rows may not name one, is the first folder of the key under ``PAYMENT_RECON_SETTLEMENT_PREFIX``
@@ -65,7 +71,14 @@ S3_ERRORS = {
     "NoSuchBucket": "bucket not found",
     "PreconditionFailed": "the object changed since the event (ETag differs)",
     "AccessDenied": "access denied",
+    # starting the state machine
+    "StateMachineDoesNotExist": "the state machine does not exist",
+    "StateMachineDeleting": "the state machine is being deleted",
+    "InvalidArn": "PAYMENT_RECON_STATE_MACHINE_ARN is not a state machine ARN",
+    "AccessDeniedException": "access denied",
 }
+ATTEMPTS = 10  # executions of one file: the first, then one per failed, timed-out or aborted one
+_FINISHED_BADLY = {"FAILED", "TIMED_OUT", "ABORTED"}
 
 
 def invoke_self(event: dict, context: Any) -> None:
@@ -115,7 +128,7 @@ def make_handler(
                     and (not entry.get("error") or entry.get("retryable"))):  # fmt: skip
                 unfinished.append((raw_record, entry))
         if unfinished:
-            _continue(event, unfinished, context, continue_with)
+            _continue(event, unfinished, context, continue_with, config)
         return {"files": files}
 
     return handler
@@ -148,7 +161,7 @@ def _reconcile_one(bucket, key, etag, size, config, reconciler_factory, should_c
             waited += BUSY_POLL_S
     except ClientError as error:
         code = error.response["Error"]["Code"]
-        final = code in S3_ERRORS
+        final = code in S3_ERRORS  # S3's, and the state machine's that a retry cannot mend
         logger.warning("settlement file not reconciled", bucket=bucket, key=key, error=code, retryable=not final)
         return entry | {"error": S3_ERRORS.get(code, code)} | ({} if final else {"retryable": True})
     except SettlementFileError as error:
@@ -168,22 +181,31 @@ def _reconcile_one(bucket, key, etag, size, config, reconciler_factory, should_c
 
 
 def start_distributed(source: S3Source, config: Settings) -> dict[str, Any]:
-    """Start the state machine for ``source`` (named after the file: a repeat starts nothing new)."""
-    name = source.file.file_id  # a UUID: 36 characters, within Step Functions' 80
-    payload = {"bucket": source.bucket, "key": source.key, "etag": source.etag, "merchant": source.merchant}
+    """Start the state machine for ``source``, named after the file: a repeat finds the execution running or
+    succeeded and starts nothing; after one that failed, timed out or was aborted it starts the next attempt."""
+    machine = config.recon_state_machine_arn
+    payload = json.dumps({"bucket": source.bucket, "key": source.key, "etag": source.etag, "merchant": source.merchant})
     sfn = client("stepfunctions", config)
-    try:
-        arn = sfn.start_execution(stateMachineArn=config.recon_state_machine_arn, name=name,
-                                  input=json.dumps(payload))["executionArn"]  # fmt: skip
-    except ClientError as error:
-        if error.response["Error"]["Code"] != "ExecutionAlreadyExists":
-            raise
-        arn = f"{config.recon_state_machine_arn.replace(':stateMachine:', ':execution:')}:{name}"
-    logger.info("settlement file handed to the state machine", key=source.key, execution=arn)
-    return {"execution": arn}
+    for attempt in range(1, ATTEMPTS + 1):
+        name = source.file.file_id + (f"-{attempt}" if attempt > 1 else "")  # a UUID: within Step Functions' 80
+        arn = f"{machine.replace(':stateMachine:', ':execution:')}:{name}"
+        try:
+            arn = sfn.start_execution(stateMachineArn=machine, name=name, input=payload)["executionArn"]
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "ExecutionAlreadyExists":
+                raise
+            status = sfn.describe_execution(executionArn=arn)["status"]
+            if status in _FINISHED_BADLY:
+                logger.warning("the file's execution ended badly; starting the next", execution=arn, status=status)
+                continue
+        logger.info("settlement file handed to the state machine", key=source.key, execution=arn)
+        return {"execution": arn, "attempt": attempt}
+    raise PaymentExamplesError(f"{source.key}: {ATTEMPTS} executions of the state machine ended badly; giving up")
 
 
-def _continue(event: dict, unfinished: list[tuple[dict, dict]], context: Any, continue_with: Continue | None) -> None:
+def _continue(
+    event: dict, unfinished: list[tuple[dict, dict]], context: Any, continue_with: Continue | None, config: Settings
+) -> None:
     count = int(event.get(CONTINUATION, 0)) + 1
     entries = [entry for _, entry in unfinished]
     if count > MAX_CONTINUATIONS:
@@ -204,11 +226,23 @@ def _continue(event: dict, unfinished: list[tuple[dict, dict]], context: Any, co
         reason = _describe(error)
         logger.error("reconciliation continuation failed; the file stays resumable from its checkpoint",
                      error=reason, files=[entry["key"] for entry in entries])  # fmt: skip
+        parked = _park(follow_up, reason, config)
         for entry in entries:
-            entry["continuation"] = {"error": reason, "resumable": True}
+            entry["continuation"] = {"error": reason, "resumable": True, "parked": parked}
         return
     for entry in entries:
         entry["continuation"] = {"invoked": count}
+
+
+def _park(follow_up: dict, reason: str, config: Settings) -> str | None:
+    """Put the follow-up event on the failure queue (its re-drive continues the file); None without a queue. If it
+    cannot be parked, raise: Lambda then retries the invocation, which resumes from the checkpoint."""
+    if not config.recon_failure_queue_url:
+        logger.warning("no PAYMENT_RECON_FAILURE_QUEUE_URL: deliver the same event again to continue the file")
+        return None
+    body = json.dumps({"requestPayload": follow_up, "responsePayload": {"errorMessage": reason}})
+    client("sqs", config).send_message(QueueUrl=config.recon_failure_queue_url, MessageBody=body)
+    return config.recon_failure_queue_url
 
 
 def _describe(error: Exception) -> str:

@@ -253,10 +253,38 @@ def test_a_failed_continuation_returns_the_summary_names_the_failure_and_leaves_
 
     first = handler(s3_event(("big.csv", etag)), Context(remaining_ms=28_000, per_call=6_000))["files"][0]
     assert (first["complete"], first["rows"]) == (False, 200)
-    assert first["continuation"]["resumable"] is True
+    assert first["continuation"]["resumable"] is True and first["continuation"]["parked"] is None  # no queue here
     assert (code or "ResourceNotFoundException") in first["continuation"]["error"]
-    last = handler(s3_event(("big.csv", etag)), Context())["files"][0]  # S3's retry, or the next delivery
+    last = handler(s3_event(("big.csv", etag)), Context())["files"][0]  # the same event delivered again
     assert (last["complete"], last["rows"]) == (True, 250) and "continuation" not in last
+
+
+def test_a_failed_continuation_is_parked_on_the_failure_queue_and_its_redrive_finishes_the_file(s3, aws) -> None:
+    from dataclasses import replace
+
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    queue = sqs.create_queue(QueueName="reconcile-failures")["QueueUrl"]
+    clock = FixedClock(datetime(2026, 3, 1, tzinfo=UTC))
+    factory = lambda: Reconciler(PaymentService(clock=clock), clock=clock, max_workers=1, batch_rows=100)  # noqa: E731
+    handler = make_handler(factory, settings=replace(aws, recon_failure_queue_url=queue))  # the real invoke: fails
+    scenario = SettlementScenario(rows=250, seed=4, discrepancy_rate=0.2)
+    create_scenario_payments(scenario)
+    etag = put(s3, "big.csv", settlement_bytes(scenario))
+    first = handler(s3_event(("big.csv", etag)), Context(remaining_ms=28_000, per_call=6_000))["files"][0]
+    assert first["continuation"]["parked"] == queue and first["rows"] == 200
+    (message,) = sqs.receive_message(QueueUrl=queue)["Messages"]
+    parked = json.loads(message["Body"])
+    assert "ResourceNotFoundException" in parked["responsePayload"]["errorMessage"]
+    redriven = handler(parked["requestPayload"], Context())["files"][0]  # what a re-drive invokes
+    assert (redriven["complete"], redriven["rows"]) == (True, 250)
+
+    # Neither invoked nor parked (the queue is gone): the invocation fails, so Lambda retries it
+    sqs.delete_queue(QueueUrl=queue)
+    second = SettlementScenario(rows=250, seed=5, discrepancy_rate=0.2)
+    create_scenario_payments(second)
+    etag2 = put(s3, "second.csv", settlement_bytes(second))
+    with pytest.raises(Exception, match="NonExistentQueue|does not exist"):
+        handler(s3_event(("second.csv", etag2)), Context(remaining_ms=28_000, per_call=6_000))
 
 
 def test_a_successful_continuation_is_named_in_the_entry(s3, handler, continued) -> None:
@@ -316,6 +344,22 @@ def test_a_file_above_the_threshold_goes_to_the_state_machine_once(s3, aws) -> N
     assert started == {"bucket": BUCKET, "key": "settlements/m-1/big.csv", "etag": etag, "merchant": "m-1"}
     assert handler(event, Context())["files"][0]["distributed"]["execution"] == execution  # a repeat: the same one
     assert len(sfn.list_executions(stateMachineArn=machine)["executions"]) == 1
+    sfn.stop_execution(executionArn=execution)  # it ended badly: the next delivery starts the next attempt
+    retried = handler(event, Context())["files"][0]["distributed"]
+    assert retried["attempt"] == 2 and retried["execution"] == f"{execution}-2"
+    assert len(sfn.list_executions(stateMachineArn=machine)["executions"]) == 2
 
     event["Records"][0]["s3"]["object"]["size"] = 5  # below the threshold: the function reconciles it itself
     assert handler(event, Context())["files"][0]["complete"] is True
+
+
+def test_a_state_machine_that_does_not_exist_is_a_final_error_for_the_record(s3, aws) -> None:
+    from dataclasses import replace
+
+    missing = "arn:aws:states:us-east-1:123456789012:stateMachine:nope"
+    continued = []
+    handler = make_handler(settings=replace(aws, recon_state_machine_arn=missing, recon_distributed_bytes=0),
+                           continue_with=lambda event, context: continued.append(event))  # fmt: skip
+    etag = put(s3, "f.csv", f"{HEADER}\nnope,m,5,USD,settled,2026-03-02T00:00:00Z,r\n".encode())
+    entry = handler(s3_event(("f.csv", etag)), Context())["files"][0]
+    assert entry["error"] == "the state machine does not exist" and "retryable" not in entry and continued == []
