@@ -8,6 +8,7 @@ tests/unit/handlers/test_template_policies.py."""
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import re
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 import yaml
 
 from payment_examples.core.config import Settings
+from payment_examples.reconciliation.reconciler import Reconciler
 from payment_examples.tables.models import bind_models
 
 TEMPLATE = Path(__file__).resolve().parents[3] / "template.yaml"
@@ -172,6 +174,8 @@ def test_functions_read_the_settings_the_code_reads_and_no_secret_is_in_their_co
     assert reconcile["PAYMENT_RECON_SETTLEMENT_PREFIX"] == {"Ref": "SettlementPrefix"}  # <prefix><merchant>/<file>
     assert reconcile["PAYMENT_RECON_DISTRIBUTED_BYTES"] == {"Ref": "ReconDistributedBytes"}
     assert reconcile["PAYMENT_RECON_STATE_MACHINE_ARN"] == {"Ref": "ReconcileStateMachine"}
+    # A continuation it cannot invoke is parked where Lambda's destination puts failed invocations (Ref: the URL).
+    assert reconcile["PAYMENT_RECON_FAILURE_QUEUE_URL"] == {"Ref": "ReconcileFailureQueue"}
     for step in STEPS:  # the state machine's steps write where a single run writes
         variables = _variables(template, functions[step])
         assert variables["PAYMENT_RECON_REPORT_PREFIX"] == {"Ref": "ReportPrefix"}, step
@@ -189,6 +193,9 @@ def test_the_settlement_bucket_triggers_reconcile_under_its_prefix_with_a_failur
     assert event["Properties"]["Filter"]["S3Key"]["Rules"] == [{"Name": "prefix", "Value": {"Ref": "SettlementPrefix"}}]
     on_failure = reconcile["EventInvokeConfig"]["DestinationConfig"]["OnFailure"]
     assert on_failure == {"Type": "SQS", "Destination": {"Fn::GetAtt": ["ReconcileFailureQueue", "Arn"]}}
+    # The handler parks unsent continuations on the same queue itself: its own grant, not only SAM's.
+    (park,) = [s for s in reconcile["Policies"][0]["Statement"] if s.get("Action") == "sqs:SendMessage"]
+    assert park["Resource"] == on_failure["Destination"]
     assert reconcile["Timeout"] == 900  # long files continue in new invocations (invoke_self), not in this one
     bucket = resources["SettlementBucket"]["Properties"]
     assert bucket["BucketName"] == {"Ref": "SettlementBucketName"}
@@ -330,9 +337,10 @@ def test_the_state_machine_is_a_distributed_map_over_the_plans_ranges_between_pl
     assert (batch["Type"], batch["Resource"], batch["OutputPath"]) == ("Task", invoke, "$.Payload")
     assert batch["Parameters"] == {"FunctionName": "<ReconcileBatchFunction.Arn>", "Payload.$": "$"}
     (retry,) = batch["Retry"]
-    assert set(retry["ErrorEquals"]) == {"Lambda.ServiceException", "Lambda.AWSLambdaException",
-                                         "Lambda.SdkClientException", "Lambda.TooManyRequestsException",
-                                         "States.TaskFailed"}  # fmt: skip
+    # Both the batch and the merge are safe to re-run, also after one that timed out (Sandbox.Timedout).
+    rerun = {"Lambda.ServiceException", "Lambda.AWSLambdaException", "Lambda.SdkClientException",
+             "Lambda.TooManyRequestsException", "Sandbox.Timedout", "States.TaskFailed"}  # fmt: skip
+    assert set(retry["ErrorEquals"]) == rerun and "Sandbox.Timedout" in retry["Comment"]
     assert retry["MaxAttempts"] >= 3 and retry["BackoffRate"] > 1 and retry["JitterStrategy"] == "FULL"
     # The merge: the plan's fields and where the Map's results are.
     assert (merge["Type"], merge["Resource"], merge["OutputPath"], merge["End"]) == ("Task", invoke, "$.Payload", True)
@@ -345,6 +353,15 @@ def test_the_state_machine_is_a_distributed_map_over_the_plans_ranges_between_pl
     }
     for step in (plan, merge):
         assert step["Retry"] and all("Lambda.TooManyRequestsException" in r["ErrorEquals"] for r in step["Retry"])
+    # A merge that died holding the run's lease makes the attempts inside the lease fail ("another invocation holds
+    # the run"): the retries (no jitter, so the delays are as written) reach past it, with one attempt to spare.
+    (retry,) = merge["Retry"]
+    assert set(retry["ErrorEquals"]) == rerun and "Sandbox.Timedout" in retry["Comment"]
+    assert (retry["IntervalSeconds"], retry["BackoffRate"], retry["MaxAttempts"], retry["JitterStrategy"]) == (
+        30, 2, 4, "NONE")  # fmt: skip
+    delays = [retry["IntervalSeconds"] * retry["BackoffRate"] ** n for n in range(retry["MaxAttempts"])]
+    lease = inspect.signature(Reconciler).parameters["lease"].default.total_seconds()
+    assert lease == 120 and sum(delays[:-1]) > lease and "MaxDelaySeconds" not in retry
 
 
 def _references(node: Any, resources: dict) -> set[str]:

@@ -7,8 +7,10 @@ the settings are built from the function's environment *as the template sets it*
 Secrets Manager as deployed), then the handler runs: process (create with and without a card, replay, a payload
 reused under the key, a decline and its replay, processor timeouts before and after the charge and the retries),
 query (list, filters, pages, total, one payment, a missing one),
-reconcile (a settlement file that runs out of time, continues by invoking itself, and is delivered again; a file
-above ReconDistributedBytes handed to the state machine, twice), and that file's execution of ReconcileStateMachine:
+reconcile (a settlement file that runs out of time and cannot invoke itself, so the follow-up event is parked on the
+failure queue; its re-drive runs out of time again, continues by invoking itself, and is delivered again; a file
+above ReconDistributedBytes handed to the state machine, twice, then again after its execution was stopped: the
+next attempt), and that file's execution of ReconcileStateMachine:
 its definition as the template resolves it, run step by step (``_execute``) with the reconcile function's real
 StartExecution input, the plan, batch and merge handlers called with the payloads Step Functions would build (the
 ItemReader's ranges, ItemBatcher batches with their BatchInput, the ResultWriter's manifest.json and
@@ -124,7 +126,14 @@ def _ref(name: str, parameters: dict[str, str]) -> Any:
         return _resolve(resource["Properties"]["FunctionName"], parameters)
     if resource["Type"] == "AWS::StepFunctions::StateMachine":  # Ref: the ARN
         return f"{_STATES}:stateMachine:{_resolve(resource['Properties']['StateMachineName'], parameters)}"
-    return f"<{name}>"  # ids CloudFormation makes up (an API id, a queue URL)
+    if resource["Type"] == "AWS::SQS::Queue":  # Ref: the URL
+        return f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{_queue_name(name)}"
+    return f"<{name}>"  # ids CloudFormation makes up (an API id)
+
+
+def _queue_name(name: str) -> str:
+    assert "QueueName" not in TEMPLATE["Resources"][name]["Properties"], name
+    return f"{STACK}-{name}-AbCdEf012345"  # no QueueName: CloudFormation names it
 
 
 def _arn(name: str, parameters: dict[str, str]) -> str:
@@ -137,6 +146,8 @@ def _arn(name: str, parameters: dict[str, str]) -> str:
         return _ref(name, parameters)
     if resource["Type"] == "AWS::IAM::Role":  # no RoleName: CloudFormation names it
         return f"arn:{PARTITION}:iam::{ACCOUNT}:role/{STACK}-{name}-AbCdEf012345"
+    if resource["Type"] == "AWS::SQS::Queue":
+        return f"arn:{PARTITION}:sqs:{REGION}:{ACCOUNT}:{_queue_name(name)}"
     return f"arn:{PARTITION}:<{name}>"
 
 
@@ -212,9 +223,14 @@ def _definition(parameters: dict[str, str] = PARAMETERS) -> dict:
 
 
 def _needs(call: Call) -> list[tuple[str, str]]:
-    """tests/aws_calls.permissions, and the one Step Functions call a handler makes."""
+    """tests/aws_calls.permissions, and the Step Functions and SQS calls the reconcile handler makes."""
     if (call.service, call.operation) == ("states", "StartExecution"):
         return [("states:StartExecution", call.params["stateMachineArn"])]
+    if (call.service, call.operation) == ("states", "DescribeExecution"):
+        return [("states:DescribeExecution", call.params["executionArn"])]
+    if (call.service, call.operation) == ("sqs", "SendMessage"):  # https://sqs.<region>.<domain>/<account>/<name>
+        host, account, name = call.params["QueueUrl"].removeprefix("https://").split("/")
+        return [("sqs:SendMessage", f"arn:{PARTITION}:sqs:{host.split('.')[1]}:{account}:{name}")]
     return permissions(call)
 
 
@@ -309,12 +325,16 @@ class _Context:
 @cache
 def _run_reconciliation() -> dict[str, Any]:
     invoked: list[dict] = []
+    refuse = [True]  # the first self-invocation fails
 
     def lambda_accepts(call: Call) -> dict | None:  # Lambda queues an asynchronous invocation: 202
-        if (call.service, call.operation) == ("lambda", "Invoke"):
-            invoked.append(json.loads(call.params["body"]))  # before-call: the serialised request
-            return {"StatusCode": 202}
-        return None
+        if (call.service, call.operation) != ("lambda", "Invoke"):
+            return None
+        if refuse:  # not answered here: moto has no such function (ResourceNotFoundException)
+            refuse.clear()
+            return None
+        invoked.append(json.loads(call.params["body"]))  # before-call: the serialised request
+        return {"StatusCode": 202}
 
     with mock_aws(), observed_calls(intercept=lambda_accepts) as recorder:
         settings = _deployed_settings("ReconcileFunction", recorder)
@@ -350,6 +370,10 @@ def _run_reconciliation() -> dict[str, Any]:
                 definition=json.dumps(_definition()), roleArn=_arn(MACHINE, PARAMETERS), type="STANDARD",
             )["stateMachineArn"]  # fmt: skip
             assert machine == settings.recon_state_machine_arn
+            # The function's failure queue (Lambda's on-failure destination, and where unsent continuations go).
+            sqs = boto3.client("sqs", region_name=REGION)
+            queue = sqs.create_queue(QueueName=_queue_name("ReconcileFailureQueue"))["QueueUrl"]
+            assert queue == settings.recon_failure_queue_url == _ref("ReconcileFailureQueue", PARAMETERS)
         handler = reconcile.make_handler(
             lambda: Reconciler(PaymentService(models=get_models(settings), clock=clock), settings=settings,
                                clock=clock, max_workers=1, batch_rows=100),
@@ -360,9 +384,21 @@ def _run_reconciliation() -> dict[str, Any]:
             "eventName": "ObjectCreated:Put",
             "s3": {"bucket": {"name": bucket}, "object": {"key": quote_plus(key, safe="/"), "size": 1}},
         }
-        # No eTag in the record: the handler asks S3 (HeadObject). Two batches, then it runs out of time.
-        first = handler({"Records": [record]}, _Context(remaining_ms=28_000, per_call=6_000))["files"][0]
-        assert (first["complete"], first["rows"]) == (False, 200) and len(invoked) == 1
+        # No eTag in the record: the handler asks S3 (HeadObject). One batch, then it runs out of time, and the
+        # self-invocation fails: the follow-up event is parked on the failure queue, as Lambda's destination would.
+        first = handler({"Records": [record]}, _Context(remaining_ms=22_000, per_call=6_000))["files"][0]
+        assert (first["complete"], first["rows"], invoked, refuse) == (False, 100, [], []), first
+        assert first["continuation"]["resumable"] and first["continuation"]["parked"] == queue, first
+        assert first["continuation"]["error"].startswith("ResourceNotFoundException"), first
+        with recorder.paused():
+            (message,) = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
+        parked = json.loads(message["Body"])
+        assert parked == {"requestPayload": {"Records": [record], reconcile.CONTINUATION: 1},
+                          "responsePayload": {"errorMessage": first["continuation"]["error"]}}  # fmt: skip
+        # Its re-drive: another batch, out of time again, and this time it continues by invoking itself.
+        second = handler(parked["requestPayload"], _Context(remaining_ms=22_000, per_call=6_000))["files"][0]
+        assert (second["complete"], second["rows"], second["continuation"]) == (False, 200, {"invoked": 2}), second
+        assert len(invoked) == 1
         last = handler(invoked[0], _Context())["files"][0]  # the continuation, as Lambda delivers it
         assert (last["complete"], last["rows"]) == (True, 251) and last["report"], last
         assert handler(invoked[0], _Context())["files"][0] == last  # delivered again: the stored result
@@ -372,11 +408,21 @@ def _run_reconciliation() -> dict[str, Any]:
                       "object": {"key": quote_plus(large_key, safe="/"), "size": len(body), "eTag": etag}}}  # fmt: skip
         (entry,) = handler({"Records": [big]}, _Context())["files"]
         execution = entry["distributed"]["execution"]
-        assert handler({"Records": [big]}, _Context())["files"][0]["distributed"] == {"execution": execution}
+        assert entry["distributed"] == {"execution": execution, "attempt": 1}
+        assert handler({"Records": [big]}, _Context())["files"][0]["distributed"] == entry["distributed"]
+        # Someone stops that execution (ABORTED): the next delivery describes it and starts the second attempt,
+        # and a delivery after that finds the second running.
+        with recorder.paused():
+            sfn.stop_execution(executionArn=execution)
+        retried = handler({"Records": [big]}, _Context())["files"][0]["distributed"]
+        assert retried == {"execution": f"{execution}-2", "attempt": 2}, retried
+        assert handler({"Records": [big]}, _Context())["files"][0]["distributed"] == retried
         assert len(invoked) == 1  # handed over, not continued
+        assert [c.operation for c in recorder.calls if c.service == "states"].count("DescribeExecution") == 2
         calls = {"ReconcileFunction": list(recorder.calls)}
         with recorder.paused():
-            started = sfn.describe_execution(executionArn=execution)
+            assert sfn.describe_execution(executionArn=execution)["status"] == "ABORTED"
+            started = sfn.describe_execution(executionArn=retried["execution"])
         assert started["stateMachineArn"] == machine
         given = json.loads(started["input"])
         assert given == {"bucket": bucket, "key": large_key, "etag": etag, "merchant": "merchant-a"}
@@ -610,7 +656,7 @@ def test_the_flows_reached_every_service_the_functions_use(observed: dict) -> No
     assert services == {
         "ProcessPaymentFunction": {"secretsmanager", "dynamodb"},
         "QueryPaymentsFunction": {"secretsmanager", "dynamodb"},
-        "ReconcileFunction": {"dynamodb", "s3", "lambda", "states"},
+        "ReconcileFunction": {"dynamodb", "s3", "lambda", "states", "sqs"},
         "ReconcilePlanFunction": {"s3"},
         "ReconcileBatchFunction": {"dynamodb", "s3"},
         "ReconcileMergeFunction": {"dynamodb", "s3"},
@@ -622,8 +668,11 @@ def test_no_wildcard_actions_or_resources_beyond_object_prefixes() -> None:
     for function in FLOWS:
         for action, resource in _grants(function, PARAMETERS):
             assert "*" not in action, (function, action)
+            # An execution's name is its file's id: the reconcile function describes this machine's executions.
+            executions = (function, action, resource) == ("ReconcileFunction", "states:DescribeExecution",
+                                                          f"{_EXECUTIONS}:*")  # fmt: skip
             assert resource != "*" and (
-                "*" not in resource or re.fullmatch(r"arn:aws:s3:::[a-z0-9.-]+/[^*]+/\*", resource)
+                "*" not in resource or re.fullmatch(r"arn:aws:s3:::[a-z0-9.-]+/[^*]+/\*", resource) or executions
             ), (function, resource)
 
 
@@ -654,10 +703,24 @@ def test_only_the_api_functions_can_read_the_secret_and_only_that_secret() -> No
 def test_only_the_reconcile_function_starts_executions_and_only_of_the_state_machine() -> None:
     machine = f"{_STATES}:stateMachine:{STACK}-reconcile"
     assert _ref("ReconcileStateMachine", PARAMETERS) == machine
+    reconcile_states = {("states:StartExecution", machine), ("states:DescribeExecution", f"{_EXECUTIONS}:*")}
     for function in FLOWS:
         states = {g for g in _grants(function, PARAMETERS) if g[0].startswith("states:")}
-        assert states == ({("states:StartExecution", machine)} if function == "ReconcileFunction" else set()), function
+        assert states == (reconcile_states if function == "ReconcileFunction" else set()), function
+    # The file's executions (execution:<machine>:<file id>[-<attempt>]), not the Map Run's children.
+    describe = ("states:DescribeExecution", f"{_EXECUTIONS}:{uuid.UUID(int=2)}-2")
+    child = ("states:DescribeExecution", f"{_EXECUTIONS}/Ranges:{uuid.UUID(int=1)}")
+    other = ("states:DescribeExecution", f"{_STATES}:execution:{STACK}-reconcile-other:{uuid.UUID(int=2)}")
+    grants = _grants("ReconcileFunction", PARAMETERS)
+    assert any(_allows(g, describe) for g in grants)
+    assert not any(_allows(g, need) for g in grants for need in (child, other))
+    # Only the reconcile function sends to a queue, and only to its failure queue.
+    for function in FLOWS:
+        queues = {g for g in _grants(function, PARAMETERS) if g[0].startswith("sqs:")}
+        expected = {("sqs:SendMessage", _arn("ReconcileFailureQueue", PARAMETERS))}
+        assert queues == (expected if function == "ReconcileFunction" else set()), function
     environment = _environment("ReconcileFunction", PARAMETERS)
+    assert environment["PAYMENT_RECON_FAILURE_QUEUE_URL"] == _ref("ReconcileFailureQueue", PARAMETERS)
     assert environment["PAYMENT_RECON_STATE_MACHINE_ARN"] == machine
     assert environment["PAYMENT_RECON_SETTLEMENT_PREFIX"] == _parameter("SettlementPrefix", PARAMETERS)
     assert environment["PAYMENT_RECON_DISTRIBUTED_BYTES"] == PARAMETERS["ReconDistributedBytes"]
