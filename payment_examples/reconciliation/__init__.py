@@ -1,6 +1,9 @@
-"""Settlement reconciliation (notebook 03): the processor's settlement file (``settlement_file``: read and check
-rows), the ``Reconciler`` that matches each row to its payment and applies or reports it, resumable across Lambda
-invocations (``reconciler``), and the generator of scenario files with their answer keys (``generator``).
+"""Settlement reconciliation (notebook 03): settlement files in four layouts read into canonical rows
+(``settlement_file`` drives the layouts; ``rows``; ``stripe_report``, ``adyen_report``, ``paypal_report``), what a
+row does to its payment (``decision``), the ``Reconciler`` that applies or reports each row, resumable across
+Lambda invocations (``reconciler``, with its table ``run_store`` and its ``storage``), the distributed path for
+files too large for one function (``distributed``), and the generators of scenario files with their answer keys
+(``generator``, ``processor_scenario``).
 """
 
 from __future__ import annotations

@@ -37,18 +37,15 @@ from payment_examples.core import logger
 from payment_examples.reconciliation.reconciler import (
     BATCH_ROWS,
     Reconciler,
-    ReconciliationError,
-    ReportSink,
     RunResult,
-    SettlementFile,
-    SettlementSource,
     _finish,
-    _initial_state,
     _result,
     reconcile_and_record,
 )
 from payment_examples.reconciliation.rows import ParsedRow, Position, SettlementRow, row_from_json, row_to_json
+from payment_examples.reconciliation.run_store import ReconciliationError, SettlementFile, _initial_state
 from payment_examples.reconciliation.settlement_file import read_settlement_file
+from payment_examples.reconciliation.storage import ReportSink, SettlementSource
 
 ROWS_PER_RANGE = 10_000
 

@@ -47,17 +47,25 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
-from typing import Any, BinaryIO, Protocol
+from typing import Any
 
-from botocore.exceptions import ClientError
 from pynamodb.exceptions import DoesNotExist
 
-from payment_examples.core import Clock, Settings, SystemClock, get_settings, logger, name_based_id
+from payment_examples.core import Clock, Settings, SystemClock, get_settings, logger
 from payment_examples.core import client as aws_client
-from payment_examples.core.errors import CONDITIONAL_CHECK_FAILED, PaymentExamplesError, VersionConflictError
+from payment_examples.core.errors import VersionConflictError
 from payment_examples.payments import Balances, Operation, PaymentStatus
 from payment_examples.payments.service import PaymentService, update_unversioned
+from payment_examples.reconciliation.decision import (
+    BALANCE,
+    DISPUTED,
+    PER_EVENT,
+    RECONCILED,
+    Decision,
+    Outcome,
+    Reported,
+    decide,
+)
 from payment_examples.reconciliation.rows import (
     BalanceKind,
     BalanceRow,
@@ -65,10 +73,31 @@ from payment_examples.reconciliation.rows import (
     ParsedRow,
     Position,
     SettlementRow,
-    SettlementStatus,
+)
+from payment_examples.reconciliation.run_store import (
+    ReconciliationError,
+    RunStore,
+    SettlementFile,
+    _backoff,
+    _initial_state,
+    row_digest,
 )
 from payment_examples.reconciliation.settlement_file import check_settlement_file, named_layout, read_settlement_file
-from payment_examples.tables.models import Payment, SettlementAttribute, get_models, sortable_time
+from payment_examples.reconciliation.storage import (
+    LocalReportSink,
+    LocalSource,
+    ReportSink,
+    S3ReportSink,
+    S3Source,
+    SettlementSource,
+)
+from payment_examples.tables.models import Payment, SettlementAttribute, sortable_time
+
+__all__ = [
+    "BATCH_ROWS", "LocalReportSink", "LocalSource", "Outcome", "Reconciler", "ReconciliationError", "ReportSink",
+    "RowResult", "RunResult", "RunStore", "S3ReportSink", "S3Source", "SettlementFile", "SettlementSource", "decide",
+    "iter_results", "payout_discrepancies", "reconcile_and_record", "run_reconciliation",
+]  # fmt: skip
 
 BATCH_ROWS = 500
 _STALE: Any = object()  # a payment we wrote without reading it back
@@ -76,179 +105,7 @@ BATCH_GET_KEYS = 100
 ACTOR = "reconciliation"
 
 
-class Outcome(StrEnum):
-    APPLIED = "applied"
-    MATCHED = "matched"
-    INVALID_ROW = "invalid_row"
-    DUPLICATE_ROW = "duplicate_row"
-    UNKNOWN_PAYMENT = "unknown_payment"
-    MERCHANT_MISMATCH = "merchant_mismatch"
-    CURRENCY_MISMATCH = "currency_mismatch"
-    AMOUNT_MISMATCH = "amount_mismatch"
-    ILLEGAL_TRANSITION = "illegal_transition"
-    FEE = "fee"  # a processor fee row (about the merchant's balance, not a payment)
-    ADJUSTMENT = "adjustment"  # any other row about the balance (MiscCosts, a correction, a transfer...)
-    PAYOUT = "payout"  # the payout itself (Stripe payout, Adyen MerchantPayout, a PayPal withdrawal)
-
-
-RECONCILED = frozenset({Outcome.APPLIED, Outcome.MATCHED})
-BALANCE = frozenset({Outcome.FEE, Outcome.ADJUSTMENT, Outcome.PAYOUT})  # rows about the balance: not exceptions
-DISPUTED = frozenset(
-    {Outcome.UNKNOWN_PAYMENT, Outcome.MERCHANT_MISMATCH, Outcome.CURRENCY_MISMATCH, Outcome.AMOUNT_MISMATCH,
-     Outcome.ILLEGAL_TRANSITION}
-)  # fmt: skip
-
-
-class ReconciliationError(PaymentExamplesError):
-    """A run cannot go on (the object changed under it, the engine keeps refusing reads, ...)."""
-
-
-# -- what one row does (pure) --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Decision:
-    outcome: Outcome
-    detail: str = ""
-    operation: Operation | None = None  # for APPLIED: the transition to run
-    amount: int | None = None  # ... and its amount
-
-
-@dataclass(frozen=True)
-class Reported:
-    """What earlier rows (of any file) reconciled for a payment, read from its marks: the per-event statuses
-    (one refund, a capture reversal, a dispute reversed) are judged against these running totals."""
-
-    settled: int = 0  # the largest settled row's gross (matched, applied, or an amount mismatch)
-    refunds: int = 0  # the sum of the reconciled ``refund`` rows
-    capture_reversals: int = 0  # the sum of the reconciled ``capture_reversal`` rows
-    open_chargebacks: int = 0  # reconciled chargebacks minus reconciled reversals
-
-    @classmethod
-    def from_marks(cls, marks: Iterable[Any]) -> Reported:
-        settled = refunds = reversals = chargebacks = 0
-        for mark in marks:  # sums and a maximum: the marks' order (and their files') does not matter
-            if not isinstance(mark, dict):
-                continue
-            status = mark.get("status") or str(mark.get("event", "")).split("#", 1)[0]
-            amount = int(mark.get("amount") or 0)
-            if status == SettlementStatus.SETTLED and mark.get("outcome") in _CHARGED:
-                settled = max(settled, amount)  # what the processor charged, even where it disagreed
-            if mark.get("outcome") not in RECONCILED:
-                continue
-            if status == SettlementStatus.REFUND:
-                refunds += amount
-            elif status == SettlementStatus.CAPTURE_REVERSAL:
-                reversals += amount
-            elif status == SettlementStatus.CHARGEBACK:
-                chargebacks += 1
-            elif status == SettlementStatus.CHARGEBACK_REVERSAL:
-                chargebacks -= 1
-        return cls(settled, refunds, reversals, chargebacks)
-
-
-_CHARGED = frozenset({Outcome.APPLIED, Outcome.MATCHED, Outcome.AMOUNT_MISMATCH})
-# The processors' statuses of one event each: judged against the payment's earlier rows, matched across files.
-PER_EVENT = frozenset({SettlementStatus.REFUND, SettlementStatus.CAPTURE_REVERSAL, SettlementStatus.CHARGEBACK,
-                       SettlementStatus.CHARGEBACK_REVERSAL})  # fmt: skip
-_CAPTURED_ANY = frozenset({PaymentStatus.CAPTURED, PaymentStatus.PARTIALLY_REFUNDED, PaymentStatus.REFUNDED,
-                           PaymentStatus.CHARGED_BACK})  # fmt: skip
-_REFUNDABLE = frozenset({PaymentStatus.CAPTURED, PaymentStatus.PARTIALLY_REFUNDED})
-
-
-def decide(row: SettlementRow, status: str, balances: Balances, reported: Reported | None = None) -> Decision:
-    """The outcome of a row for a payment of its merchant, in its currency, not yet reported in this file.
-    ``reported`` is what the payment's earlier rows reconciled (for the per-event statuses)."""
-    s, amount, reported = PaymentStatus(status), row.amount, reported or Reported()
-    if row.status is SettlementStatus.SETTLED:
-        if s is PaymentStatus.AUTHORIZED:
-            if amount <= balances.amount:
-                return Decision(Outcome.APPLIED, f"captured {amount}", Operation.CAPTURE, amount)
-            return Decision(Outcome.AMOUNT_MISMATCH, f"settled {amount} exceeds the authorised {balances.amount}")
-        if s in _CAPTURED_ANY:
-            if balances.captured == amount:
-                return Decision(Outcome.MATCHED)
-            return Decision(Outcome.AMOUNT_MISMATCH, f"settled {amount}, captured {balances.captured}")
-        return Decision(Outcome.ILLEGAL_TRANSITION, f"a {s} payment cannot be settled")
-    if row.status is SettlementStatus.REFUNDED:  # the row's amount is the total refunded so far
-        return _refunded_in_all(amount, s, balances)
-    if row.status is SettlementStatus.REFUND:  # one refund: the processor's total is the earlier refunds and this
-        return _refund_event(reported.refunds + amount, s, balances)
-    if row.status is SettlementStatus.CAPTURE_REVERSAL:  # the charge row carried more than was captured
-        if s not in _CAPTURED_ANY:
-            return Decision(Outcome.ILLEGAL_TRANSITION, f"a {s} payment was never captured, so nothing to reverse")
-        kept = reported.settled - reported.capture_reversals - amount
-        if kept == balances.captured:
-            return Decision(Outcome.MATCHED, f"the processor keeps {kept} of the charge, as captured")
-        return Decision(
-            Outcome.AMOUNT_MISMATCH, f"the processor keeps {kept} of the charge, captured {balances.captured}"
-        )
-    if row.status is SettlementStatus.CHARGEBACK:
-        if s is PaymentStatus.CHARGED_BACK:
-            return Decision(Outcome.MATCHED)
-        if s in _REFUNDABLE:
-            held = balances.captured - balances.refunded
-            if amount > held:
-                return Decision(Outcome.AMOUNT_MISMATCH, f"chargeback of {amount} exceeds the {held} still held")
-            return Decision(Outcome.APPLIED, f"charged back {amount}", Operation.CHARGEBACK, amount)
-        return Decision(Outcome.ILLEGAL_TRANSITION, f"a {s} payment cannot be charged back")
-    if row.status is SettlementStatus.CHARGEBACK_REVERSAL:  # the merchant won the dispute
-        if s is PaymentStatus.CHARGED_BACK:
-            held = balances.captured - balances.refunded
-            if amount > held:
-                return Decision(Outcome.AMOUNT_MISMATCH, f"a reversal of {amount} exceeds the {held} that was held")
-            return Decision(Outcome.APPLIED, f"chargeback reversed ({amount})", Operation.REVERSE_CHARGEBACK, amount)
-        if s in _REFUNDABLE and reported.open_chargebacks > 0:
-            return Decision(Outcome.MATCHED, "the chargeback was already reversed")
-        return Decision(Outcome.ILLEGAL_TRANSITION, f"a {s} payment has no chargeback to reverse")
-    # SettlementStatus.FAILED
-    if s in (PaymentStatus.PENDING, PaymentStatus.AUTHORIZED):
-        return Decision(Outcome.APPLIED, "failed", Operation.FAIL)
-    if s is PaymentStatus.FAILED:
-        return Decision(Outcome.MATCHED)
-    return Decision(Outcome.ILLEGAL_TRANSITION, f"a {s} payment cannot fail")
-
-
-def _refund_event(total: int, s: PaymentStatus, balances: Balances) -> Decision:
-    """One refund row, the processor's refunds reported so far coming to ``total``. Refunds we made through the
-    API settle over days, so a processor total BELOW ours is normal (matched: the rest is still to come); above
-    ours, the difference is a refund we have not recorded (applied)."""
-    if s not in _CAPTURED_ANY:
-        return Decision(Outcome.ILLEGAL_TRANSITION, f"a {s} payment was never captured, so not refunded")
-    if total <= balances.refunded:
-        return Decision(Outcome.MATCHED, f"the processor has reported {total} of our {balances.refunded} refunded")
-    return _refunded_in_all(total, s, balances)
-
-
-def _refunded_in_all(total: int, s: PaymentStatus, balances: Balances) -> Decision:
-    """A row that says the processor has refunded ``total`` in all for this payment."""
-    if s not in _CAPTURED_ANY:
-        return Decision(Outcome.ILLEGAL_TRANSITION, f"a {s} payment was never captured, so not refunded")
-    if balances.refunded == total:
-        return Decision(Outcome.MATCHED)
-    if balances.refunded > total:
-        return Decision(Outcome.AMOUNT_MISMATCH, f"file refunded {total} in total, we refunded {balances.refunded}")
-    if total > balances.captured:
-        return Decision(Outcome.AMOUNT_MISMATCH, f"refunded {total} exceeds the captured {balances.captured}")
-    if s not in _REFUNDABLE:
-        return Decision(Outcome.ILLEGAL_TRANSITION, f"a {s} payment cannot be refunded")
-    difference = total - balances.refunded
-    return Decision(Outcome.APPLIED, f"refunded {difference}", Operation.REFUND, difference)
-
-
 # -- results -------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SettlementFile:
-    """Which file a run reconciles: ``file_id`` keys its checkpoint and marks; ``name`` is for people."""
-
-    file_id: str
-    name: str
-
-    @classmethod
-    def for_s3(cls, bucket: str, key: str, etag: str) -> SettlementFile:
-        return cls(name_based_id("settlement-file", bucket, key, etag.strip('"')), f"s3://{bucket}/{key}")
 
 
 @dataclass(frozen=True)
@@ -304,192 +161,6 @@ class _Bloom:
 
     def __contains__(self, digest: str) -> bool:
         return all(self._array[p // 8] & (1 << (p % 8)) for p in self._positions(digest))
-
-
-def row_digest(row: SettlementRow) -> str:
-    return hashlib.sha256("\x1f".join((row.payment_id, row.dedupe_key)).encode()).hexdigest()[:32]
-
-
-# -- the reconciliation table: checkpoints, row items, merchants, exceptions ----------------------------------------
-
-
-class RunStore:
-    """Plain DynamoDB calls on the reconciliation table (one partition per file)."""
-
-    def __init__(self, settings: Settings | None = None, *, clock: Clock | None = None) -> None:
-        self._settings = settings
-        self.clock = clock or SystemClock()
-
-    @property
-    def settings(self) -> Settings:
-        return self._settings or get_settings()
-
-    @property
-    def table(self) -> str:
-        return get_models(self.settings).reconciliation.Meta.table_name
-
-    @property
-    def client(self) -> Any:
-        return aws_client("dynamodb", self.settings)
-
-    @staticmethod
-    def _pk(file: SettlementFile) -> dict[str, Any]:
-        return {"S": f"file#{file.file_id}"}
-
-    def load(self, file: SettlementFile) -> dict[str, Any] | None:
-        item = self.client.get_item(
-            TableName=self.table, Key={"pk": self._pk(file), "sk": {"S": "run"}}, ConsistentRead=True
-        ).get("Item")
-        return json.loads(item["state"]["S"]) if item else None
-
-    def acquire(self, file: SettlementFile, owner: str, lease: timedelta) -> dict[str, Any] | None:
-        """Take the run's lease (create the run at the start if new); None if another live invocation holds it."""
-        now = self.clock.now()
-        initial = json.dumps(_initial_state(file, now))
-        try:
-            response = self.client.update_item(
-                TableName=self.table,
-                Key={"pk": self._pk(file), "sk": {"S": "run"}},
-                UpdateExpression="SET lease_owner = :o, lease_until = :u, #s = if_not_exists(#s, :init)",
-                ConditionExpression="attribute_not_exists(pk) OR lease_until < :now OR lease_owner = :o",
-                ExpressionAttributeNames={"#s": "state"},
-                ExpressionAttributeValues={
-                    ":o": {"S": owner},
-                    ":u": {"N": str(_ms(now + lease))},
-                    ":now": {"N": str(_ms(now))},
-                    ":init": {"S": initial},
-                },  # fmt: skip
-                ReturnValues="ALL_NEW",
-            )
-        except ClientError as error:
-            if error.response["Error"]["Code"] == CONDITIONAL_CHECK_FAILED:
-                return None
-            raise
-        return json.loads(response["Attributes"]["state"]["S"])
-
-    def save(self, file: SettlementFile, owner: str, state: dict[str, Any], expected_line: int, lease: timedelta):
-        """Write the checkpoint if we still hold the lease and nobody moved the run since ``expected_line``."""
-        now = self.clock.now()
-        try:
-            self.client.update_item(
-                TableName=self.table,
-                Key={"pk": self._pk(file), "sk": {"S": "run"}},
-                UpdateExpression="SET #s = :s, lease_until = :u, next_line = :n",
-                ConditionExpression="lease_owner = :o AND (attribute_not_exists(next_line) OR next_line = :e)",
-                ExpressionAttributeNames={"#s": "state"},
-                ExpressionAttributeValues={
-                    ":s": {"S": json.dumps(state)},
-                    ":u": {"N": str(_ms(now + lease))},
-                    ":o": {"S": owner},
-                    ":n": {"N": str(state["position"]["line"])},
-                    ":e": {"N": str(expected_line)},
-                },  # fmt: skip
-            )
-        except ClientError as error:
-            if error.response["Error"]["Code"] == CONDITIONAL_CHECK_FAILED:
-                raise ReconciliationError(
-                    f"{file.name}: lost the run's lease (another invocation took it over); stopping"
-                ) from None
-            raise
-
-    def release(self, file: SettlementFile, owner: str) -> None:
-        try:
-            self.client.update_item(
-                TableName=self.table,
-                Key={"pk": self._pk(file), "sk": {"S": "run"}},
-                UpdateExpression="SET lease_until = :zero",
-                ConditionExpression="lease_owner = :o",
-                ExpressionAttributeValues={":zero": {"N": "0"}, ":o": {"S": owner}},
-            )
-        except ClientError as error:
-            if error.response["Error"]["Code"] != CONDITIONAL_CHECK_FAILED:
-                raise
-
-    def claim_row(self, file: SettlementFile, row: SettlementRow, outcome: Outcome) -> dict[str, Any] | None:
-        """First sight of a foreign row: put its item; None if we put it, else the item already there."""
-        item = {"pk": self._pk(file), "sk": {"S": f"row#{row_digest(row)}"}, "line": {"N": str(row.line)},
-                "outcome": {"S": outcome.value}}  # fmt: skip
-        try:
-            self.client.put_item(
-                TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(sk)",
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )  # fmt: skip
-            return None
-        except ClientError as error:
-            if error.response["Error"]["Code"] != CONDITIONAL_CHECK_FAILED:
-                raise
-            old = error.response.get("Item") or self.client.get_item(
-                TableName=self.table, Key={"pk": item["pk"], "sk": item["sk"]}, ConsistentRead=True
-            ).get("Item")  # engines without ALL_OLD (dynalite) read it
-        return _row_record(file, old)
-
-    def row_item(self, file: SettlementFile, row: SettlementRow) -> dict[str, Any] | None:
-        item = self.client.get_item(
-            TableName=self.table, Key={"pk": self._pk(file), "sk": {"S": f"row#{row_digest(row)}"}},
-            ConsistentRead=True,
-        ).get("Item")  # fmt: skip
-        return _row_record(file, item) if item is not None else None
-
-    def _query(self, file: SettlementFile, prefix: str) -> Iterator[dict[str, Any]]:
-        request = {
-            "TableName": self.table, "KeyConditionExpression": "pk = :p AND begins_with(sk, :s)",
-            "ExpressionAttributeValues": {":p": self._pk(file), ":s": {"S": prefix}}, "ConsistentRead": True,
-        }  # fmt: skip
-        while True:
-            response = self.client.query(**request)
-            yield from response["Items"]
-            if "LastEvaluatedKey" not in response:
-                return
-            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
-
-    def row_digests(self, file: SettlementFile) -> Iterator[str]:
-        return (item["sk"]["S"].removeprefix("row#") for item in self._query(file, "row#"))
-
-    def merchants(self, file: SettlementFile) -> Iterator[str]:
-        return (item["sk"]["S"].removeprefix("merchant#") for item in self._query(file, "merchant#"))
-
-    def exceptions(self, file: SettlementFile) -> Iterator[dict[str, Any]]:
-        for item in self._query(file, "exception#"):
-            yield json.loads(item["row"]["S"])
-
-    def put_items(self, file: SettlementFile, items: list[tuple[str, dict[str, Any]]]) -> None:
-        """Idempotent record items (same key, same content): BatchWriteItem is fine here, unlike for payments."""
-        requests = [{"PutRequest": {"Item": {"pk": self._pk(file), "sk": {"S": sk}, **attrs}}} for sk, attrs in items]
-        for start in range(0, len(requests), 25):
-            _batch_write(self.client, self.table, requests[start : start + 25])
-
-
-def _row_record(file: SettlementFile, item: dict[str, Any]) -> dict[str, Any]:
-    """A ``row#`` item as a mark (the shape ``_earlier`` reads)."""
-    return {"file_id": file.file_id, "line": int(item["line"]["N"]), "outcome": item["outcome"]["S"]}
-
-
-def _backoff(attempt: int) -> float:
-    """Seconds before asking again for what a batch call left unprocessed."""
-    return min(2.0, 0.05 * 2**attempt)
-
-
-def _batch_write(client: Any, table: str, requests: list[dict], attempts: int = 8) -> None:
-    for attempt in range(attempts):
-        unprocessed = client.batch_write_item(RequestItems={table: requests}).get("UnprocessedItems", {})
-        requests = unprocessed.get(table, [])
-        if not requests:
-            return
-        time.sleep(_backoff(attempt))
-    raise ReconciliationError(f"BatchWriteItem left {len(requests)} items unprocessed after {attempts} attempts")
-
-
-def _ms(instant: datetime) -> int:
-    return int(instant.timestamp() * 1000)
-
-
-def _initial_state(file: SettlementFile, now: datetime) -> dict[str, Any]:
-    return {
-        "file_id": file.file_id, "name": file.name, "status": "running", "position": {"line": 1, "offset": 0},
-        "rows": 0, "outcomes": {o.value: 0 for o in Outcome}, "amounts": {}, "latest_settled_at": None,
-        "started_at": now.isoformat(), "seconds": 0.0, "invocations": 0, "summary": None, "report": None,
-        "layout": None, "payouts": {},
-    }  # fmt: skip
 
 
 # -- reconciling a batch of rows -----------------------------------------------------------------------------------
@@ -737,104 +408,6 @@ def _settlement_actions(payment: Payment, row: SettlementRow, file: SettlementFi
 
 
 # -- a whole run: sources, checkpoints, reports ---------------------------------------------------------------------
-
-
-class SettlementSource(Protocol):
-    file: SettlementFile
-    layout: str | None
-    merchant: str | None
-
-    def open(self, offset: int) -> BinaryIO: ...
-
-
-@dataclass
-class S3Source:
-    bucket: str
-    key: str
-    etag: str
-    client: Any = None
-    layout: str | None = None  # None: detected from the file's first record
-    merchant: str | None = None  # the file's merchant, for layouts whose rows may not name one
-
-    def __post_init__(self) -> None:
-        self.etag = self.etag.strip('"')
-        self.file = SettlementFile.for_s3(self.bucket, self.key, self.etag)
-
-    def open(self, offset: int) -> BinaryIO:
-        client = self.client or aws_client("s3")
-        request = {"Bucket": self.bucket, "Key": self.key, "IfMatch": f'"{self.etag}"'}
-        if offset:
-            request["Range"] = f"bytes={offset}-"
-        try:
-            return client.get_object(**request)["Body"]
-        except ClientError as error:
-            if error.response["Error"]["Code"] == "InvalidRange":
-                return io.BytesIO(b"")  # the checkpoint is at the end of the object
-            raise
-
-
-@dataclass
-class LocalSource:
-    """A settlement file on disk; its identity is its content's SHA-256 (read once, streamed)."""
-
-    path: str
-    layout: str | None = None  # None: detected from the file's first record
-    merchant: str | None = None  # the file's merchant, for layouts whose rows may not name one
-
-    def __post_init__(self) -> None:
-        digest = hashlib.sha256()
-        with open(self.path, "rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-        self.file = SettlementFile(name_based_id("settlement-file", "local", digest.hexdigest()), str(self.path))
-
-    def open(self, offset: int) -> BinaryIO:
-        handle = open(self.path, "rb")  # noqa: SIM115 (closed by the run)
-        handle.seek(offset)
-        return handle
-
-
-class ReportSink(Protocol):
-    def write(self, name: str, body: BinaryIO, content_type: str) -> str: ...
-
-    def read(self, name: str) -> bytes: ...
-
-
-@dataclass
-class S3ReportSink:
-    bucket: str
-    prefix: str
-    client: Any = None
-
-    def write(self, name: str, body: BinaryIO, content_type: str) -> str:
-        key = f"{self.prefix}{name}"
-        client = self.client or aws_client("s3")
-        client.upload_fileobj(body, self.bucket, key, ExtraArgs={"ContentType": content_type})
-        return f"s3://{self.bucket}/{key}"
-
-    def read(self, name: str) -> bytes:
-        client = self.client or aws_client("s3")
-        return client.get_object(Bucket=self.bucket, Key=f"{self.prefix}{name}")["Body"].read()
-
-
-@dataclass
-class LocalReportSink:
-    directory: str
-
-    def write(self, name: str, body: BinaryIO, content_type: str) -> str:
-        from pathlib import Path
-
-        target = Path(self.directory) / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with open(target, "wb") as handle:
-            while chunk := body.read(1 << 20):
-                handle.write(chunk)
-        return str(target)
-
-    def read(self, name: str) -> bytes:
-        from pathlib import Path
-
-        return (Path(self.directory) / name).read_bytes()
 
 
 @dataclass
