@@ -99,7 +99,10 @@ def decide(row: SettlementRow, status: str, balances: Balances, reported: Report
         if s in _CAPTURED_ANY:
             if balances.captured == amount:
                 return Decision(Outcome.MATCHED)
-            return Decision(Outcome.AMOUNT_MISMATCH, f"settled {amount}, captured {balances.captured}")
+            detail = f"settled {amount}, captured {balances.captured}"
+            if balances.captured < amount <= balances.amount:  # Stripe charges the authorisation, then reverses
+                detail += f" (a capture_reversal of {amount - balances.captured} would reconcile it)"
+            return Decision(Outcome.AMOUNT_MISMATCH, detail)
         return Decision(Outcome.ILLEGAL_TRANSITION, f"a {s} payment cannot be settled")
     if row.status is SettlementStatus.REFUNDED:  # the row's amount is the total refunded so far
         return _refunded_in_all(amount, s, balances)

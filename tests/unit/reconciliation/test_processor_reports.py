@@ -60,6 +60,8 @@ def test_every_row_of_a_processors_day_gets_its_outcome_and_the_payments_their_s
     assert (three.status, three.refunded_amount) == ("partially_refunded", 1_000)
     if processor == "stripe":
         assert (get("order-4").status, get("order-4").captured_amount) == ("captured", 6_000)
+        (charge,) = [e for e in _exceptions(result) if e["outcome"] == "amount_mismatch"]
+        assert charge["detail"] == "settled 8000, captured 6000 (a capture_reversal of 2000 would reconcile it)"
     usd = result.summary["amounts"]["USD"]
     fees = sum(r.fee for r in day.rows if hasattr(r, "fee")) + 1_000
     assert (usd["fee"], usd["adjustment"]) == (fees, 250)
