@@ -164,7 +164,7 @@ def _reconcile_one(bucket, key, etag, size, config, reconciler_factory, should_c
         final = code in S3_ERRORS  # S3's, and the state machine's that a retry cannot mend
         logger.warning("settlement file not reconciled", bucket=bucket, key=key, error=code, retryable=not final)
         return entry | {"error": S3_ERRORS.get(code, code)} | ({} if final else {"retryable": True})
-    except SettlementFileError as error:
+    except (SettlementFileError, ExecutionsExhaustedError) as error:
         logger.warning("settlement file refused", bucket=bucket, key=key, error=str(error))
         return entry | {"error": str(error)}
     except PaymentExamplesError as error:
@@ -178,6 +178,10 @@ def _reconcile_one(bucket, key, etag, size, config, reconciler_factory, should_c
     if result.busy:
         entry["busy"] = True
     return entry
+
+
+class ExecutionsExhaustedError(PaymentExamplesError):
+    """Every attempt of the file's execution ended badly: final for the record (a person looks at the executions)."""
 
 
 def start_distributed(source: S3Source, config: Settings) -> dict[str, Any]:
@@ -200,7 +204,7 @@ def start_distributed(source: S3Source, config: Settings) -> dict[str, Any]:
                 continue
         logger.info("settlement file handed to the state machine", key=source.key, execution=arn)
         return {"execution": arn, "attempt": attempt}
-    raise PaymentExamplesError(f"{source.key}: {ATTEMPTS} executions of the state machine ended badly; giving up")
+    raise ExecutionsExhaustedError(f"{ATTEMPTS} executions of the state machine ended badly; giving up")
 
 
 def _continue(
@@ -208,12 +212,14 @@ def _continue(
 ) -> None:
     count = int(event.get(CONTINUATION, 0)) + 1
     entries = [entry for _, entry in unfinished]
-    if count > MAX_CONTINUATIONS:
-        logger.error("reconciliation continuations exhausted", continuations=count - 1)
-        for entry in entries:
-            entry["continuation"] = {"error": f"{MAX_CONTINUATIONS} continuations made no progress"}
-        return
     follow_up = {"Records": [record for record, _ in unfinished], CONTINUATION: count}
+    if count > MAX_CONTINUATIONS:
+        reason = f"{MAX_CONTINUATIONS} continuations made no progress"
+        logger.error("reconciliation continuations exhausted", continuations=count - 1, files=entries)
+        parked = _park({**follow_up, CONTINUATION: 0}, reason, config)  # a re-drive starts a fresh budget
+        for entry in entries:
+            entry["continuation"] = {"error": reason, "resumable": True, "parked": parked}
+        return
     try:
         if continue_with is not None:
             continue_with(follow_up, context)
@@ -224,8 +230,9 @@ def _continue(
             return
     except Exception as error:  # the summary must not be lost with it: the checkpoint keeps the file resumable
         reason = _describe(error)
+        # The summary goes to the log: if parking fails too, the invocation fails and this is where it is kept.
         logger.error("reconciliation continuation failed; the file stays resumable from its checkpoint",
-                     error=reason, files=[entry["key"] for entry in entries])  # fmt: skip
+                     error=reason, files=entries)  # fmt: skip
         parked = _park(follow_up, reason, config)
         for entry in entries:
             entry["continuation"] = {"error": reason, "resumable": True, "parked": parked}

@@ -58,6 +58,7 @@ class Reported:
     @classmethod
     def from_marks(cls, marks: Iterable[Any]) -> Reported:
         settled = refunds = reversals = chargebacks = 0
+        counted: set[str] = set()  # an event is counted once, however many files reported it
         for mark in marks:  # sums and a maximum: the marks' order (and their files') does not matter
             if not isinstance(mark, dict):
                 continue
@@ -65,8 +66,10 @@ class Reported:
             amount = int(mark.get("amount") or 0)
             if status == SettlementStatus.SETTLED and mark.get("outcome") in _CHARGED:
                 settled = max(settled, amount)  # what the processor charged, even where it disagreed
-            if mark.get("outcome") not in RECONCILED:
+            if mark.get("outcome") not in RECONCILED or mark.get("event") in counted:
                 continue
+            if mark.get("event"):
+                counted.add(mark["event"])
             if status == SettlementStatus.REFUND:
                 refunds += amount
             elif status == SettlementStatus.CAPTURE_REVERSAL:

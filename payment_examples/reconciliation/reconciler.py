@@ -369,6 +369,9 @@ def _without_event(marks: dict[str, Any], row: SettlementRow, file: SettlementFi
     for key, mark in marks.items():
         if isinstance(mark, dict) and mark.get("event") == row.dedupe_key[:300] and mark.get("file_id") != file.file_id:
             if mark.get("outcome") in RECONCILED:
+                if mark.get("amount") is not None and int(mark["amount"]) != row.amount:
+                    detail = f"another file reported this event with {mark['amount']} (line {mark.get('line')})"
+                    return Decision(Outcome.AMOUNT_MISMATCH, detail)
                 return Decision(Outcome.MATCHED, f"reconciled before by another file (line {mark.get('line')})")
             continue  # judged again here, not counted as reported
         kept[key] = mark

@@ -363,3 +363,42 @@ def test_a_state_machine_that_does_not_exist_is_a_final_error_for_the_record(s3,
     etag = put(s3, "f.csv", f"{HEADER}\nnope,m,5,USD,settled,2026-03-02T00:00:00Z,r\n".encode())
     entry = handler(s3_event(("f.csv", etag)), Context())["files"][0]
     assert entry["error"] == "the state machine does not exist" and "retryable" not in entry and continued == []
+
+
+def test_when_every_execution_of_a_file_ended_badly_the_record_fails_for_good(s3, aws, monkeypatch) -> None:
+    from dataclasses import replace
+
+    import payment_examples.handlers.reconcile as module
+
+    monkeypatch.setattr(module, "ATTEMPTS", 2)
+    sfn = boto3.client("stepfunctions", region_name="us-east-1")
+    machine = sfn.create_state_machine(
+        name="reconcile", roleArn="arn:aws:iam::123456789012:role/sfn",
+        definition=json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}),
+    )["stateMachineArn"]  # fmt: skip
+    continued = []
+    handler = make_handler(settings=replace(aws, recon_state_machine_arn=machine, recon_distributed_bytes=0),
+                           continue_with=lambda event, context: continued.append(event))  # fmt: skip
+    etag = put(s3, "f.csv", f"{HEADER}\nnope,m,5,USD,settled,2026-03-02T00:00:00Z,r\n".encode())
+    for _ in range(2):  # each attempt is aborted
+        sfn.stop_execution(
+            executionArn=handler(s3_event(("f.csv", etag)), Context())["files"][0]["distributed"]["execution"]
+        )
+    entry = handler(s3_event(("f.csv", etag)), Context())["files"][0]
+    assert "2 executions" in entry["error"] and "retryable" not in entry and continued == []
+
+
+def test_a_spent_continuation_budget_parks_the_event_with_a_fresh_budget(s3, aws) -> None:
+    from dataclasses import replace
+
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    queue = sqs.create_queue(QueueName="reconcile-failures")["QueueUrl"]
+    continued = []
+    handler = make_handler(settings=replace(aws, recon_failure_queue_url=queue),
+                           continue_with=lambda event, context: continued.append(event))  # fmt: skip
+    etag = put(s3, "f.csv", f"{HEADER}\nnope,m,5,USD,settled,2026-03-02T00:00:00Z,r\n".encode())
+    event = s3_event(("f.csv", etag)) | {CONTINUATION: MAX_CONTINUATIONS}
+    entry = handler(event, Context(remaining_ms=5_000))["files"][0]
+    assert entry["continuation"]["parked"] == queue and continued == []
+    (message,) = sqs.receive_message(QueueUrl=queue)["Messages"]
+    assert json.loads(message["Body"])["requestPayload"] == {"Records": event["Records"], CONTINUATION: 0}

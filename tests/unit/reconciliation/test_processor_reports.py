@@ -100,3 +100,36 @@ def test_the_same_events_in_a_second_file_are_matched_never_applied_twice(aws, t
         assert (after.status, after.captured_amount, after.refunded_amount) == (
             before.status, before.captured_amount, before.refunded_amount)  # fmt: skip
         assert after.last_transition.version == before.last_transition.version  # marks only: no transition
+
+
+def test_an_event_in_two_files_counts_once_and_a_later_refund_is_judged_against_the_real_total(aws, tmp_path, clock):
+    from payment_examples.reconciliation.rows import SettlementRow, SettlementStatus
+    from payment_examples.reconciliation.stripe_report import COLUMNS, write_stripe_report
+
+    service = PaymentService(clock=clock)
+    pid = service.create_payment("m-1", "order", 10_000, "USD").payment.id
+    service.authorize("m-1", pid, actor="t")
+    service.capture("m-1", pid, actor="t")
+
+    def row(status, amount, reference):
+        sign = -1 if status is SettlementStatus.REFUND else 1
+        return SettlementRow(
+            0, pid, "m-1", amount, "USD", status, DAY, reference, net=sign * amount, net_currency="USD"
+        )
+
+    columns = [c for c in COLUMNS if c != "connected_account_id"]
+    files = {"f1": [row(SettlementStatus.SETTLED, 10_000, "txn_ch"), row(SettlementStatus.REFUND, 2_500, "txn_re1")],
+             "f2": [row(SettlementStatus.REFUND, 2_500, "txn_re1")],  # the same refund, listed again
+             "f3": [row(SettlementStatus.REFUND, 1_500, "txn_re2")],
+             "f4": [row(SettlementStatus.REFUND, 9_999, "txn_re1")]}  # fmt: skip
+    outcomes = {}
+    for name, rows in files.items():
+        path = tmp_path / f"{name}.csv"
+        path.write_bytes(write_stripe_report(rows, columns=columns))
+        reconciler = Reconciler(PaymentService(clock=clock), clock=clock, max_workers=1, grace=timedelta(days=2))
+        result = run_reconciliation(LocalSource(str(path), merchant="m-1"), LocalReportSink(str(tmp_path / name)),
+                                    reconciler=reconciler)  # fmt: skip
+        outcomes[name] = {o: n for o, n in result.outcomes.items() if n}
+    assert outcomes == {"f1": {"matched": 1, "applied": 1}, "f2": {"matched": 1}, "f3": {"applied": 1},
+                        "f4": {"amount_mismatch": 1}}  # fmt: skip
+    assert service.get_payment("m-1", pid).refunded_amount == 4_000  # 2,500 + 1,500: the repeat counted once
