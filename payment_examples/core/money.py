@@ -50,6 +50,24 @@ def validate_amount(amount: object, field: str = "amount") -> int:
     return amount
 
 
+def minor_from_major(value: str | Decimal, currency: str, field: str = "amount") -> int:
+    """A major-unit decimal as minor units, exactly, of any sign (``"-12.50"`` USD -> -1250): more decimal places
+    than the currency's exponent is a ``ValidationError``, never a rounding; floats are refused."""
+    exponent = currency_exponent(currency)
+    if isinstance(value, float):
+        raise ValidationError(field, "floats are not accepted for money; pass a string or Decimal")
+    try:
+        major = Decimal(value)
+    except (InvalidOperation, TypeError, ValueError):
+        raise ValidationError(field, f"{value!r} is not a decimal number") from None
+    if not major.is_finite():
+        raise ValidationError(field, f"{value!r} is not a finite number")
+    minor = major.scaleb(exponent)
+    if minor != minor.to_integral_value():
+        raise ValidationError(field, f"{value} has more decimal places than {currency} allows ({exponent})")
+    return int(minor)
+
+
 @dataclass(frozen=True, order=True)
 class Money:
     amount: int
@@ -62,19 +80,7 @@ class Money:
     @classmethod
     def from_major(cls, value: str | Decimal, currency: str) -> Money:
         """Parse a major-unit decimal (``"10.50"`` USD -> 1050). More decimals than the currency has is an error."""
-        exponent = currency_exponent(currency)
-        if isinstance(value, float):
-            raise ValidationError("amount", "floats are not accepted for money; pass a string or Decimal")
-        try:
-            major = Decimal(value)
-        except (InvalidOperation, TypeError, ValueError):
-            raise ValidationError("amount", f"{value!r} is not a decimal number") from None
-        if not major.is_finite():
-            raise ValidationError("amount", f"{value!r} is not a finite number")
-        minor = major.scaleb(exponent)
-        if minor != minor.to_integral_value():
-            raise ValidationError("amount", f"{value} has more decimal places than {currency} allows ({exponent})")
-        return cls(int(minor), currency)
+        return cls(minor_from_major(value, currency), currency)
 
     def to_major(self) -> Decimal:
         return Decimal(self.amount).scaleb(-currency_exponent(self.currency))

@@ -149,9 +149,7 @@ def decide(row: SettlementRow, status: str, balances: Balances, reported: Report
 def _refund_event(total: int, s: PaymentStatus, balances: Balances) -> Decision:
     """One refund row, the processor's refunds reported so far coming to ``total``. Refunds we made through the
     API settle over days, so a processor total BELOW ours is normal (matched: the rest is still to come); above
-    ours, the difference is a refund we have not recorded (applied)."""
-    if s not in _CAPTURED_ANY:
-        return Decision(Outcome.ILLEGAL_TRANSITION, f"a {s} payment was never captured, so not refunded")
+    ours, the difference is a refund we have not recorded (applied; a payment never captured has refunded 0)."""
     if total <= balances.refunded:
         return Decision(Outcome.MATCHED, f"the processor has reported {total} of our {balances.refunded} refunded")
     return _refunded_in_all(total, s, balances)

@@ -27,6 +27,12 @@ from payment_examples.reconciliation.rows import BalanceKind, BalanceRow, Settle
 
 PROCESSORS = ("stripe", "adyen", "paypal")
 S, K = SettlementStatus, BalanceKind
+# How each processor names the balance rows (what its layout reads back as their description).
+DESCRIPTIONS = {
+    "stripe": {K.FEE: "monthly fee", K.ADJUSTMENT: "other_adjustment", K.PAYOUT: "payout"},
+    "adyen": {K.FEE: "Fee", K.ADJUSTMENT: "MiscCosts", K.PAYOUT: "MerchantPayout"},
+    "paypal": {K.FEE: "T0100", K.ADJUSTMENT: "T1200", K.PAYOUT: "T0400"},
+}
 CURRENCY = "USD"
 ACTOR = "processor-scenario"
 
@@ -92,9 +98,10 @@ def processor_day(
                                   net_currency=CURRENCY, payout_id=payout_id))  # fmt: skip
         expected.append(outcome)
 
-    def balance(kind: BalanceKind, amount: int, description: str) -> None:
-        rows.append(BalanceRow(len(rows) + 2, kind, merchant_id, amount, CURRENCY, day + timedelta(minutes=next(clock)),
-                               f"{processor[:2]}-{len(rows) + 1:04d}", payout_id, description))  # fmt: skip
+    def balance(kind: BalanceKind, amount: int) -> None:
+        at, reference = day + timedelta(minutes=next(clock)), f"{processor[:2]}-{len(rows) + 1:04d}"
+        rows.append(BalanceRow(len(rows) + 2, kind, merchant_id, amount, CURRENCY, at, reference, payout_id,
+                               DESCRIPTIONS[processor][kind]))  # fmt: skip
         expected.append(kind.value)
 
     one = payment("order-1", 10_000)
@@ -113,18 +120,8 @@ def processor_day(
         event(four, S.SETTLED, 8_000, "amount_mismatch", fee=262)
         event(four, S.CAPTURE_REVERSAL, 2_000, "matched")
     event("", S.SETTLED, 4_200, "unknown_payment", fee=152)
-    balance(K.FEE, -1_000, "monthly fee" if processor == "stripe" else "Fee")
-    balance(K.ADJUSTMENT, 250, "other_adjustment" if processor == "stripe" else "MiscCosts")
+    balance(K.FEE, -1_000)
+    balance(K.ADJUSTMENT, 250)
     total = sum((r.net or 0) if isinstance(r, SettlementRow) else r.amount for r in rows)
-    balance(K.PAYOUT, total + payout_error, "payout" if processor == "stripe" else "MerchantPayout")
-    if processor == "paypal":  # PayPal's T-codes are the descriptions it reads back
-        rows = [_paypal_description(r) for r in rows]
+    balance(K.PAYOUT, total + payout_error)
     return ProcessorDay(processor, merchant_id, rows, expected, ids, payout_id)
-
-
-def _paypal_description(row: SettlementRow | BalanceRow) -> SettlementRow | BalanceRow:
-    if not isinstance(row, BalanceRow):
-        return row
-    code = {K.FEE: "T0100", K.ADJUSTMENT: "T1200", K.PAYOUT: "T0400"}[row.kind]
-    return BalanceRow(row.line, row.kind, row.merchant_id, row.amount, row.currency, row.settled_at,
-                      row.processor_reference, row.payout_id, code)  # fmt: skip

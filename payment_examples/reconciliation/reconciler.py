@@ -313,10 +313,11 @@ class Reconciler:
         if isinstance(earlier, Outcome):  # our own mark (or row item): handled before a restart
             return result(earlier, marks.get(key, {}).get("detail") or _foreign_detail(earlier, row)), payment
         if row.status in PER_EVENT:
-            marks = _without_event(marks, row, file)
-            if isinstance(marks, Decision):  # another file reconciled this very event: never apply it twice
-                mark = _mark(file, row, marks.outcome, marks.detail)
-                return result(marks.outcome, marks.detail), self._mark_only(payment, row, file, mark, record=True)
+            others = _without_event(marks, row, file)
+            if isinstance(others, Decision):  # another file reconciled this very event: never apply it twice
+                mark = _mark(file, row, others.outcome, others.detail)
+                return result(others.outcome, others.detail), self._mark_only(payment, row, file, mark, record=True)
+            marks = others
 
         if payment.currency != row.currency:
             decision = Decision(Outcome.CURRENCY_MISMATCH, f"file {row.currency}, payment {payment.currency}")
@@ -537,10 +538,11 @@ def _account(state: dict[str, Any], rows: list[ParsedRow], results: list[RowResu
             if row.kind is BalanceKind.PAYOUT:
                 amounts["payout"] += row.amount
                 _payout(state, row.payout_id, row.currency, expected=row.amount)
+            elif row.kind is BalanceKind.FEE:
+                amounts["fee"] -= row.amount  # reported as what it cost the merchant (the row's amount is negative)
+                _payout(state, row.payout_id, row.currency, actual=row.amount)
             else:
-                amounts["fee" if row.kind is BalanceKind.FEE else "adjustment"] += (
-                    -row.amount if row.kind is BalanceKind.FEE else row.amount
-                )  # a fee is reported as what it cost the merchant
+                amounts["adjustment"] += row.amount
                 _payout(state, row.payout_id, row.currency, actual=row.amount)
             continue
         latest = state["latest_settled_at"]
@@ -556,7 +558,9 @@ def _account(state: dict[str, Any], rows: list[ParsedRow], results: list[RowResu
             _payout(state, row.payout_id, row.net_currency or row.currency, actual=row.net)
 
 
-def _payout(state: dict[str, Any], payout_id: str | None, currency: str, *, actual: int = 0, expected=None) -> None:
+def _payout(
+    state: dict[str, Any], payout_id: str | None, currency: str, *, actual: int = 0, expected: int | None = None
+) -> None:
     if payout_id is None:
         return
     payout = state.setdefault("payouts", {}).setdefault(

@@ -26,12 +26,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
 
 from payment_examples.core import PaymentExamplesError, ValidationError
-from payment_examples.core.money import MAX_AMOUNT, currency_exponent
+from payment_examples.core.money import MAX_AMOUNT, currency_exponent, minor_from_major
 
 _DECIMAL = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?")
 
@@ -210,21 +209,12 @@ def minor_units(text: str, currency: str, field: str = "amount", *, signed: bool
     text = text.strip()
     if not text:
         raise ValidationError(field, "is empty")
-    exponent = currency_exponent(currency)
+    currency_exponent(currency)  # an unknown currency before anything about the amount
     if not signed and text[0] in "+-":
         raise ValidationError(field, f"{text[:40]!r} must not carry a sign")
-    if not _DECIMAL.fullmatch(text):  # Decimal alone would take "1_000.50" and non-ASCII digits
+    if not _DECIMAL.fullmatch(text):  # Decimal alone would take "1_000.50", "1e3" and non-ASCII digits
         raise ValidationError(field, f"{text[:40]!r} is not a plain decimal number")
-    try:
-        major = Decimal(text)
-    except InvalidOperation:
-        raise ValidationError(field, f"{text[:40]!r} is not a decimal number") from None
-    if not major.is_finite() or "e" in text.lower():
-        raise ValidationError(field, f"{text[:40]!r} is not a plain decimal number")
-    minor = major.scaleb(exponent)
-    if minor != minor.to_integral_value():
-        raise ValidationError(field, f"{text} has more decimal places than {currency} allows ({exponent})")
-    value = int(minor)
+    value = minor_from_major(text, currency, field)
     if abs(value) > MAX_AMOUNT:
         raise ValidationError(field, f"{text[:40]} is beyond {MAX_AMOUNT} minor units")
     return value
