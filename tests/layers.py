@@ -30,7 +30,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("engine",),  # the embedded engine (moto/dynalite processes, the KMS key, the stream poller)
     ("audit",),  # the hash chain over AuditLog and the stream projection: below the domain, which it records
     ("payments",),  # the domain: state machine, PaymentService, batch creation, pagination, seeds
-    ("idempotency", "cost", "encryption", "accounts", "reconciliation", "checkout"),  # the patterns
+    ("idempotency", "cost", "encryption", "accounts", "reconciliation", "checkout", "webhooks"),  # the patterns
     ("handlers",),  # the Lambda adapters and request auth
     ("harness", "reports"),  # what drives the handlers (consumer, load, cost workload); the papermill runner
     ("cli",),  # the console script: everything
@@ -39,6 +39,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 # Declared arrows between siblings of one layer: (from, to) -> why.
 ALLOWED: Mapping[tuple[str, str], str] = {
     ("checkout", "idempotency"): "checkout and recover run the processor step under the idempotency middleware",
+    ("webhooks", "encryption"): "an endpoint's signing secrets are stored encrypted (encryption.FieldEncryptor)",
 }
 
 

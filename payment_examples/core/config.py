@@ -85,6 +85,19 @@ class Settings:
     # The card processor the process handler authorises through (processor.py): "local" (the simulated processor,
     # the embedded engine's default) or None (none configured: a request with a payment_method is refused).
     processor: str | None = None
+    # Processor notifications (POST /processor/events): the secret they are signed with (from the secret, deployed)
+    # and how old a signature's timestamp may be.
+    processor_webhook_secret: str | None = field(default=None, repr=False)
+    processor_webhook_tolerance_s: int = 300
+    # Merchant webhooks (webhooks/): the delivery queue (SQS FIFO) and its dead letters; locally None: the queues
+    # named after the table prefix on the engine (webhooks.queues). Attempts per delivery, the backoff between them
+    # (base * 2**(attempt-1) seconds, capped, with jitter) and each attempt's HTTP timeout.
+    webhook_queue_url: str | None = None
+    webhook_dead_letter_queue_url: str | None = None
+    webhook_max_attempts: int = 5
+    webhook_backoff_base_s: float = 30.0
+    webhook_backoff_cap_s: float = 900.0
+    webhook_timeout_s: float = 5.0
 
     def __post_init__(self) -> None:
         if not self.region or not re.fullmatch(r"[a-z0-9-]+", self.region):
@@ -129,6 +142,19 @@ class Settings:
             raise ConfigurationError(f"PAYMENT_PROCESSOR {self.processor!r} must be 'local' or unset")
         if self.use_aws and (self.endpoint_url or self.aws_endpoint_url):
             raise ConfigurationError("PAYMENT_USE_AWS=1 and an endpoint URL are both set; choose one")
+        if self.processor_webhook_secret is not None and len(self.processor_webhook_secret.encode()) < 32:
+            raise ConfigurationError("PAYMENT_PROCESSOR_WEBHOOK_SECRET must be at least 32 bytes")
+        if not 1 <= self.processor_webhook_tolerance_s <= 86_400:
+            raise ConfigurationError("PAYMENT_PROCESSOR_WEBHOOK_TOLERANCE_S must be between 1 and 86400")
+        if not 1 <= self.webhook_max_attempts <= 100:
+            raise ConfigurationError("PAYMENT_WEBHOOK_MAX_ATTEMPTS must be between 1 and 100")
+        if not 0 <= self.webhook_backoff_base_s <= self.webhook_backoff_cap_s <= 43_200:
+            raise ConfigurationError(
+                "PAYMENT_WEBHOOK_BACKOFF_BASE_S and _CAP_S must satisfy 0 <= base <= cap <= 43200 (SQS's longest "
+                "visibility timeout)"
+            )
+        if not 0 < self.webhook_timeout_s <= 60:
+            raise ConfigurationError("PAYMENT_WEBHOOK_TIMEOUT_S must be above 0 and at most 60")
 
     @property
     def mode(self) -> Mode:
@@ -201,6 +227,14 @@ class Settings:
             audit_key=env.get("PAYMENT_AUDIT_KEY") or None,
             audit_kms_key_id=env.get("PAYMENT_AUDIT_KMS_KEY_ID") or None,
             processor=env.get("PAYMENT_PROCESSOR") or None,
+            processor_webhook_secret=env.get("PAYMENT_PROCESSOR_WEBHOOK_SECRET") or None,
+            processor_webhook_tolerance_s=_integer(env, "PAYMENT_PROCESSOR_WEBHOOK_TOLERANCE_S", 300),
+            webhook_queue_url=env.get("PAYMENT_WEBHOOK_QUEUE_URL") or None,
+            webhook_dead_letter_queue_url=env.get("PAYMENT_WEBHOOK_DEAD_LETTER_QUEUE_URL") or None,
+            webhook_max_attempts=_integer(env, "PAYMENT_WEBHOOK_MAX_ATTEMPTS", 5),
+            webhook_backoff_base_s=_number(env, "PAYMENT_WEBHOOK_BACKOFF_BASE_S", 30.0),
+            webhook_backoff_cap_s=_number(env, "PAYMENT_WEBHOOK_BACKOFF_CAP_S", 900.0),
+            webhook_timeout_s=_number(env, "PAYMENT_WEBHOOK_TIMEOUT_S", 5.0),
         )
         return _with_secrets(settings, env, secrets_provider)
 
@@ -281,6 +315,19 @@ def _integer(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise ConfigurationError(f"{name}={raw!r} is not an integer") from None
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name}={raw!r} is not a number") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ConfigurationError(f"{name}={raw!r} is not a finite number")
+    return value
 
 
 _lock = threading.Lock()

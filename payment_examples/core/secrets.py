@@ -29,8 +29,10 @@ SECRET_FIELDS = {
     "cursor_secret": "PAYMENT_CURSOR_SECRET",
     "field_keys": "PAYMENT_FIELD_KEYS",
     "audit_key": "PAYMENT_AUDIT_KEY",
+    "processor_webhook_secret": "PAYMENT_PROCESSOR_WEBHOOK_SECRET",
 }
-MIN_KEY_BYTES = {"jwt_secret": 32, "cursor_secret": 32, "audit_key": 32}  # HMAC keys (RFC 7518 3.2)
+# HMAC keys (RFC 7518 3.2)
+MIN_KEY_BYTES = {"jwt_secret": 32, "cursor_secret": 32, "audit_key": 32, "processor_webhook_secret": 32}
 DEFAULT_MAX_AGE = 300  # seconds a read value is reused by this process (Powertools' cache)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent, APIGatewayProxyEventV2
@@ -19,6 +18,10 @@ from payment_examples.core.errors import (
     ValidationError,
     is_retryable,
 )
+from payment_examples.payments.public import iso_utc, payment_json
+
+__all__ = ["ApiEvent", "error_response", "header", "iso_utc", "json_response", "parse_event", "payment_json",
+           "problem_response"]  # fmt: skip
 
 ApiEvent = APIGatewayProxyEvent | APIGatewayProxyEventV2
 PROBLEM_TYPE_BASE = "https://payment-examples.dev/problems/"
@@ -105,28 +108,3 @@ def error_response(error: Exception) -> dict:
 
 def _slug(error: Exception) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "-", type(error).__name__.removesuffix("Error")).lower()
-
-
-def iso_utc(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def payment_json(payment: Any) -> dict[str, Any]:
-    """The public JSON of a payment: amounts as integers of minor units, times as ISO 8601 UTC."""
-    return {
-        "id": payment.id,
-        "merchant_id": payment.merchant_id,
-        "amount": int(payment.amount),
-        "currency": payment.currency,
-        "status": payment.status,
-        "captured_amount": int(payment.captured_amount),
-        "refunded_amount": int(payment.refunded_amount),
-        "customer_id": payment.customer_id,
-        "description": payment.description,
-        "metadata": payment.metadata.as_dict() if payment.metadata is not None else {},
-        "created_at": iso_utc(payment.created_at),
-        "updated_at": iso_utc(payment.updated_at),
-        "version": int(payment.version),
-        **({"payment_method": payment.payment_method} if payment.payment_method else {}),
-        **({"processor_reference": payment.processor_reference} if payment.processor_reference else {}),
-    }

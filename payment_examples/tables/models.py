@@ -230,6 +230,10 @@ class Payment(KeepsChanges, Model):
     payment_method = UnicodeAttribute(null=True)
     processor_call = ProcessorCallAttribute(null=True)
     processor_reference = UnicodeAttribute(null=True)
+    # Processor notifications (checkout/processor_events.py): per processor object (a dispute "dp_...", a refund
+    # "re_...", an authorisation), the latest event applied: {"event_id", "at" (epoch seconds), "state"}. An
+    # older or repeated event of the same object changes nothing; bookkeeping, written with the transition.
+    processor_events = MapAttribute(null=True)
     version = VersionAttribute()
 
     @property
@@ -479,9 +483,72 @@ class ProcessorCharge(Model):
     at = UTCDateTimeAttribute()
 
 
+class WebhookEndpoint(Model):
+    """A merchant's webhook endpoint (webhooks/endpoints.py): where its events are delivered and the secrets they
+    are signed with, each encrypted (``encryption.FieldEncryptor``, bound to the endpoint and secret id). At most
+    two secrets are active: the current one and, during a rotation, the previous one until ``expires_at``."""
+
+    class Meta(_UnboundMeta):
+        base_name = "webhook-endpoints"
+
+    merchant_id = UnicodeAttribute(hash_key=True)
+    endpoint_id = UnicodeAttribute(range_key=True)  # "we_<32 hex>"
+    url = UnicodeAttribute()
+    events = ListAttribute(of=UnicodeAttribute, null=True)  # event types delivered (None: every type)
+    enabled = UnicodeAttribute(default="true")  # "true" / "false"
+    # [{"id": "whs_<hex>", "secret": {"c", "v", "s"} (the encrypted field), "created_at", "expires_at" | None}]
+    secrets = ListAttribute(null=True)
+    created_at = UTCDateTimeAttribute()
+    updated_at = UTCDateTimeAttribute()
+    version = VersionAttribute()
+
+
+class FailedDeliveriesIndex(GlobalSecondaryIndex):
+    """Sparse: only deliveries that gave up (``state`` = failed) carry its keys; ``webhooks replay --since`` reads
+    them by the time they failed."""
+
+    class Meta:
+        index_name = "failed-by-time"
+        projection = AllProjection()
+
+    failed_partition = UnicodeAttribute(hash_key=True)  # "failed"
+    failed_key = UnicodeAttribute(range_key=True)  # "<failed_at sortable>#<event_id>#<endpoint_id>"
+
+
+class WebhookDelivery(Model):
+    """The delivery log (webhooks/delivery.py): one item per (event, endpoint), with every attempt's outcome. It
+    never holds a secret or a signature; the event's body is kept so a failed delivery can be replayed."""
+
+    class Meta(_UnboundMeta):
+        base_name = "webhook-deliveries"
+
+    event_id = UnicodeAttribute(hash_key=True)  # "evt_<32 hex>", derived from (payment id, version)
+    endpoint_id = UnicodeAttribute(range_key=True)
+    merchant_id = UnicodeAttribute()
+    payment_id = UnicodeAttribute()
+    payment_version = NumberAttribute()
+    event_type = UnicodeAttribute()
+    body = UnicodeAttribute()  # the event's JSON, exactly as signed and sent
+    state = UnicodeAttribute()  # pending, delivered, failed
+    attempts = NumberAttribute(default=0)
+    replays = NumberAttribute(default=0)
+    last_status = NumberAttribute(null=True)  # the last attempt's HTTP status (None: no answer)
+    last_error = UnicodeAttribute(null=True)
+    # the latest attempts, oldest first (at most 10): {"at", "status" | None, "error" | None, "ms"}
+    history = ListAttribute(null=True)
+    created_at = UTCDateTimeAttribute()  # when the change was committed (the change's own time)
+    enqueued_at = UTCDateTimeAttribute(null=True)
+    delivered_at = UTCDateTimeAttribute(null=True)
+    failed_at = UTCDateTimeAttribute(null=True)
+    failed_partition = UnicodeAttribute(null=True)
+    failed_key = UnicodeAttribute(null=True)
+
+    failed_by_time = FailedDeliveriesIndex()
+
+
 DEFINITIONS: tuple[type[Model], ...] = (
     Payment, Transaction, Customer, IdempotencyRecord, AuditLog, ReconciliationRecord, PaymentMethod,
-    AuditCheckpoint,
+    AuditCheckpoint, WebhookEndpoint, WebhookDelivery,
 )  # fmt: skip
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -498,6 +565,8 @@ class BoundModels:
     reconciliation: type[ReconciliationRecord]
     payment_method: type[PaymentMethod]
     audit_checkpoint: type[AuditCheckpoint]
+    webhook_endpoint: type[WebhookEndpoint]
+    webhook_delivery: type[WebhookDelivery]
     processor_ledger: type[ProcessorCharge]  # not in all(): only where the local processor is configured
 
     def all(self) -> tuple[type[Model], ...]:
@@ -510,6 +579,8 @@ class BoundModels:
             self.reconciliation,
             self.payment_method,
             self.audit_checkpoint,
+            self.webhook_endpoint,
+            self.webhook_delivery,
         )
 
 
