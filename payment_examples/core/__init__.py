@@ -2,9 +2,10 @@
 
 Settings (``config``: the only module that reads environment variables), ``secrets`` (Parameter Store / Secrets
 Manager), boto3 clients (``aws``), clocks and ids (``clock``), amounts in minor units (``money``), input checks
-(``validation``), the error hierarchy (``errors``), the structured logger (``logs``) and latency percentiles
-(``measure``; import the function ``measure`` from ``core.measure``: here the name is the module's). No notebook is
-about the core; every notebook uses it. It imports nothing else of the package (tests/layers.py).
+(``validation``), the error hierarchy (``errors``), the structured logger (``logs``), signed webhooks
+(``signatures``) and latency percentiles (``measure``; import the function ``measure`` from ``core.measure``: here
+the name is the module's). No notebook is about the core; every notebook uses it. It imports nothing else of the
+package (tests/layers.py).
 """
 
 from __future__ import annotations
@@ -52,6 +53,13 @@ from payment_examples.core.logs import log_level, logger
 from payment_examples.core.measure import Latency, percentile
 from payment_examples.core.money import Money, currency_exponent, validate_amount
 from payment_examples.core.secrets import ParameterProvider, load_secrets
+from payment_examples.core.signatures import (
+    PROCESSOR_SIGNATURE_HEADER,
+    SIGNATURE_HEADER,
+    SignatureVerificationError,
+    sign,
+    verify_signature,
+)
 from payment_examples.core.validation import identifier, metadata, optional_text
 
 __all__ = [
@@ -76,9 +84,12 @@ __all__ = [
     "PaymentExamplesError",
     "PaymentMovedError",
     "PaymentNotFoundError",
+    "PROCESSOR_SIGNATURE_HEADER",
     "RandomIds",
     "SeededIds",
     "Settings",
+    "SIGNATURE_HEADER",
+    "SignatureVerificationError",
     "SteppingClock",
     "SystemClock",
     "ValidationError",
@@ -99,6 +110,8 @@ __all__ = [
     "pop_settings",
     "push_settings",
     "require_api_settings",
+    "sign",
     "use_settings",
     "validate_amount",
+    "verify_signature",
 ]
