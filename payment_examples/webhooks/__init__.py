@@ -20,6 +20,14 @@ in order per payment and endpoint, never from the request that made the change:
 from __future__ import annotations
 
 from payment_examples.core.signatures import SIGNATURE_HEADER, SignatureVerificationError, verify_signature
+from payment_examples.webhooks.delivery import (
+    Deliverer,
+    DeliveryCounters,
+    DeliveryView,
+    HttpPost,
+    ReplayResult,
+    UrllibPoster,
+)
 from payment_examples.webhooks.endpoints import (
     Endpoint,
     EndpointChangedError,
@@ -39,19 +47,22 @@ from payment_examples.webhooks.events import (
 from payment_examples.webhooks.producer import Producer, Published, WebhookPublishError, queue_message
 from payment_examples.webhooks.queues import QueueUrls, ensure_queues, queue_names, queue_urls
 
-# -- delivery (webhooks/delivery.py): the "delivery" helper adds its imports and names here -----------------------
-# from payment_examples.webhooks.delivery import Deliverer, ...
-
 __all__ = [
     "EVENT_TYPES",
     "EVENT_TYPE_FOR_CHANGE",
     "SIGNATURE_HEADER",
+    "Deliverer",
+    "DeliveryCounters",
+    "DeliveryView",
     "Endpoint",
     "EndpointChangedError",
+    "HttpPost",
     "Producer",
     "Published",
     "QueueUrls",
+    "ReplayResult",
     "SignatureVerificationError",
+    "UrllibPoster",
     "WebhookEndpointNotFoundError",
     "WebhookEndpoints",
     "WebhookEvent",
@@ -66,5 +77,4 @@ __all__ = [
     "queue_names",
     "queue_urls",
     "verify_signature",
-    # delivery (webhooks/delivery.py): "Deliverer", ...
 ]

@@ -40,10 +40,17 @@ def queue_names(settings: Settings) -> tuple[str, str]:
     return settings.table_name(QUEUE_BASE) + ".fifo", settings.table_name(DEAD_LETTER_BASE) + ".fifo"
 
 
-def max_receive_count(settings: Settings) -> int:
-    """The redrive's backstop: above the deliverer's own last attempt, which moves the message to the dead letters
-    itself; SQS only moves a message whose worker crashed on it again and again."""
-    return settings.webhook_max_attempts + 2
+MAX_RECEIVE_COUNT = 1000  # SQS's largest
+
+
+def max_receive_count(settings: Settings | None = None) -> int:
+    """The redrive's backstop, SQS's largest: the deliverer counts attempts in the delivery log and moves a message
+    to the dead letters itself at its last one. SQS counts receives, and a payment's later messages are received
+    (and handed back unattempted, in order) on every retry of the earlier one that blocks them, so any count near
+    ``webhook_max_attempts`` would dead-letter a message that was never attempted. Only a message whose worker
+    crashes on it again and again reaches this."""
+    del settings
+    return MAX_RECEIVE_COUNT
 
 
 def ensure_queues(settings: Settings | None = None) -> QueueUrls:
