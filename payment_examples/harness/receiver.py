@@ -61,8 +61,13 @@ class Receiver:
         tolerance: int = 300,
         fail_first: int = 1,
         clock: Clock | None = None,
+        port: int = 0,
     ) -> None:
-        """``clock`` is what signatures are checked against: pass the deliverer's when it signs with a fixed one."""
+        """``clock`` is what signatures are checked against: pass the deliverer's when it signs with a fixed one.
+        ``port``: 0 for a free one; a given port brings an endpoint that was down up where it was registered."""
+        if not 0 <= port <= 65535:
+            raise ValueError("port must be between 0 and 65535")
+        self.port = port
         self.secrets = list(secrets)
         self.delay = delay
         self.tolerance = tolerance
@@ -116,7 +121,7 @@ class Receiver:
         if self._server is not None:
             raise RuntimeError("the receiver is already running")
         self._stopping.clear()
-        self._server = _Server(("127.0.0.1", 0), _Handler, self)
+        self._server = _Server(("127.0.0.1", self.port), _Handler, self)
         # A short poll interval: shutdown() waits for the loop to notice.
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="receiver", daemon=True

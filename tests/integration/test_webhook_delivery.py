@@ -20,14 +20,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from itertools import count
-from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
 from payment_examples.core.config import Settings, use_settings
 from payment_examples.engine.local import create_kms_key
-from payment_examples.harness import receiver as receiver_module
 from payment_examples.harness.receiver import Receiver
 from payment_examples.harness.webhooks import WebhookPipeline
 from payment_examples.payments.service import PaymentService
@@ -68,22 +66,9 @@ def lifecycle(service: PaymentService, merchant: str, key: str) -> str:
     return payment.id
 
 
-@contextlib.contextmanager
-def receiver_at(url: str, secrets: list[str]) -> Iterator[Receiver]:
+def receiver_at(url: str, secrets: list[str]) -> Receiver:
     """A ``Receiver`` on the port of ``url`` (an endpoint that was down comes up where it was registered)."""
-    port = urlsplit(url).port
-    original = receiver_module._Server
-
-    def bound_to_port(address: tuple[str, int], handler: Any, receiver: Receiver) -> Any:
-        return original((address[0], port), handler, receiver)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(receiver_module, "_Server", bound_to_port)
-        receiver = Receiver(secrets).__enter__()
-    try:
-        yield receiver
-    finally:
-        receiver.__exit__(None, None, None)
+    return Receiver(secrets, port=urlsplit(url).port)
 
 
 @pytest.fixture(scope="module")

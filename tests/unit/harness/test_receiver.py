@@ -248,3 +248,14 @@ def test_the_clock_stamps_arrivals() -> None:
         clock.advance(timedelta(seconds=7))
         post(receiver.url)
     assert [r.at for r in receiver.received] == [AT, AT + timedelta(seconds=7)]
+
+
+def test_an_endpoint_that_was_down_comes_up_on_its_own_port() -> None:
+    url = Receiver.down()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", urlsplit(url).port), timeout=0.5).close()
+    with Receiver(port=urlsplit(url).port) as receiver:
+        assert urlsplit(receiver.url).port == urlsplit(url).port
+        socket.create_connection(("127.0.0.1", urlsplit(url).port), timeout=0.5).close()
+    with pytest.raises(ValueError, match="port"):
+        Receiver(port=70_000)
