@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 from payment_examples.core import PaymentExamplesError
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from payment_examples.core.config import Settings
     from payment_examples.harness.consumer import Consumer
 
@@ -208,6 +210,75 @@ def _recover(args: argparse.Namespace) -> int:
         print(f"resolved {operation} of payment {payment_id}: {outcome}")
     print(report.summary())
     return 1 if any(outcome.startswith("error") for _, _, outcome in report.resolved_calls) else 0
+
+
+def _since(text: str) -> datetime:
+    """An ISO 8601 instant with an offset (``2026-12-04T09:00:00Z``) or a date (UTC midnight)."""
+    from datetime import UTC, datetime
+
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 date or date-time") from None
+    if len(text) == 10:
+        value = value.replace(tzinfo=UTC)
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} needs an offset (such as Z or +01:00)")
+    return value.astimezone(UTC)
+
+
+def _webhooks_replay(args: argparse.Namespace) -> int:
+    from payment_examples.webhooks.delivery import Deliverer
+    from payment_examples.webhooks.endpoints import WebhookEndpoints
+
+    if args.until is not None and args.until <= args.since:
+        raise PaymentExamplesError("--until must be later than --since")
+    result = Deliverer(endpoints=WebhookEndpoints()).replay(since=args.since, until=args.until,
+                                                             merchant_id=args.merchant)  # fmt: skip
+    for event_id in result.event_ids:
+        print(f"queued again: {event_id}")
+    print(f"{result.found} failed deliveries in the window: {result.replayed} queued again, {result.skipped} "
+          "skipped (changed meanwhile: delivered, or replayed by another run)")  # fmt: skip
+    return 0
+
+
+def _webhooks_add(args: argparse.Namespace) -> int:
+    from payment_examples.webhooks.endpoints import WebhookEndpoints
+
+    endpoint, secret = WebhookEndpoints().add(args.merchant, args.url, events=args.events or None)
+    print(f"endpoint {endpoint.endpoint_id} for {endpoint.merchant_id}: {endpoint.url}")
+    print(f"signing secret (shown once; verify with payment_examples.webhooks.verify_signature): {secret}")
+    return 0
+
+
+def _webhooks_rotate(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from payment_examples.webhooks.endpoints import WebhookEndpoints
+
+    secret = WebhookEndpoints().rotate_secret(
+        args.merchant, args.endpoint, previous_valid_for=timedelta(hours=args.previous_valid_for)
+    )
+    print(f"new signing secret (shown once; the previous one signs too for {args.previous_valid_for} h): {secret}")
+    return 0
+
+
+def _webhooks_deliveries(args: argparse.Namespace) -> int:
+    from payment_examples.webhooks.delivery import Deliverer, DeliveryView
+    from payment_examples.webhooks.endpoints import WebhookEndpoints
+
+    found = Deliverer(endpoints=WebhookEndpoints()).deliveries(args.event_id)
+    if not found:
+        print(f"no delivery of {args.event_id} is logged")
+        return 1
+    for item in map(DeliveryView.of, found):
+        status = item.last_status if item.last_status is not None else "-"
+        print(f"{item.event_id} {item.event_type} -> {item.endpoint_id}: {item.state}, {item.attempts} attempts, "
+              f"{item.replays} replays, last status {status}, last error {item.last_error or '-'}")  # fmt: skip
+        for attempt in item.history:
+            print(f"  {attempt['at']}  status {attempt.get('status') or '-'}  {attempt.get('ms')} ms  "
+                  f"{attempt.get('error') or ''}".rstrip())  # fmt: skip
+    return 0
 
 
 def _audit_checkpoint(args: argparse.Namespace) -> int:
@@ -445,6 +516,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     recon.add_argument("--rows-per-range", type=_positive, default=10_000, help="with --distributed")
     recon.add_argument("--quiet", action="store_true", help="no progress bar")
     recon.set_defaults(run=_reconcile)
+
+    webhooks = commands.add_parser("webhooks", help="merchant webhooks: endpoints, deliveries, replays")
+    actions = webhooks.add_subparsers(dest="action", required=True, metavar="ACTION")
+    replay = actions.add_parser("replay", help="queue again the deliveries that gave up (their dead letters)")
+    replay.add_argument("--since", type=_since, required=True, help="failed at or after (ISO 8601, e.g. 2026-12-04Z)")
+    replay.add_argument("--until", type=_since, help="failed before (default: now)")
+    replay.add_argument("--merchant", help="only this merchant's deliveries")
+    replay.set_defaults(run=_webhooks_replay)
+    add = actions.add_parser("add-endpoint", help="register a merchant's endpoint; prints its signing secret once")
+    add.add_argument("--merchant", required=True)
+    add.add_argument("url", help="https://... (http://127.0.0.1 locally)")
+    add.add_argument("--events", nargs="+", metavar="TYPE", help="event types (default: every type)")
+    add.set_defaults(run=_webhooks_add)
+    rotate = actions.add_parser("rotate-secret", help="a new signing secret; the previous one stays valid a while")
+    rotate.add_argument("--merchant", required=True)
+    rotate.add_argument("endpoint", help="the endpoint id (we_...)")
+    rotate.add_argument("--previous-valid-for", type=_non_negative, default=24.0, metavar="HOURS")
+    rotate.set_defaults(run=_webhooks_rotate)
+    log = actions.add_parser("deliveries", help="the delivery log of one event (attempts, statuses, last error)")
+    log.add_argument("event_id", help="evt_...")
+    log.set_defaults(run=_webhooks_deliveries)
 
     args = parser.parse_args(argv)
     try:

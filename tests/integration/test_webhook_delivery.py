@@ -217,3 +217,35 @@ def test_the_pipeline_runs_in_the_background(world: World) -> None:
         assert receiver.ids() == [event_id_for(payment.id, 1)]
     assert not any(t.name == "webhook-pipeline" for t in threading.enumerate())
     world.pipeline.stop()  # stopping a stopped pipeline is nothing
+
+
+def test_the_cli_registers_an_endpoint_shows_a_delivery_log_and_replays_what_failed(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from payment_examples.cli import main
+
+    url = Receiver.down()
+    since = datetime.now(UTC)
+    assert main(["webhooks", "add-endpoint", "--merchant", "m-cli", url, "--events", "payment.created"]) == 0
+    printed = capsys.readouterr().out
+    secret = printed.rsplit(": ", 1)[1].strip()
+    assert secret.startswith("whsec_") and "we_" in printed
+    payment = world.service.create_payment("m-cli", "order-cli", 700, "EUR").payment
+    world.service.authorize("m-cli", payment.id, actor="m-cli")  # not subscribed: no delivery
+    world.pipeline.drain()
+    event_id = event_id_for(payment.id, 1)
+    assert main(["webhooks", "deliveries", event_id]) == 0
+    log = capsys.readouterr().out
+    assert f"{event_id} payment.created" in log and f"failed, {MAX_ATTEMPTS} attempts" in log
+    assert log.count("connection failed") == MAX_ATTEMPTS + 1 and secret not in log  # each attempt, and the last
+    assert main(["webhooks", "deliveries", event_id_for(payment.id, 2)]) == 1
+    with receiver_at(url, [secret]) as receiver:
+        assert main(["webhooks", "replay", "--since", since.isoformat(), "--merchant", "m-cli"]) == 0
+        assert f"queued again: {event_id}" in capsys.readouterr().out
+        world.pipeline.drain()
+        assert receiver.ids() == [event_id]
+    assert main(["webhooks", "replay", "--since", since.isoformat(), "--merchant", "m-cli"]) == 0
+    assert "0 failed deliveries in the window" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["webhooks", "replay", "--since", "2026-12-04T09:00"])  # no offset: refused by argparse
+    assert main(["webhooks", "replay", "--since", "2026-12-04Z", "--until", "2026-12-03Z"]) == 2
