@@ -520,7 +520,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     webhooks = commands.add_parser("webhooks", help="merchant webhooks: endpoints, deliveries, replays")
     actions = webhooks.add_subparsers(dest="action", required=True, metavar="ACTION")
     replay = actions.add_parser("replay", help="queue again the deliveries that gave up (their dead letters)")
-    replay.add_argument("--since", type=_since, required=True, help="failed at or after (ISO 8601, e.g. 2026-12-04Z)")
+    replay.add_argument(
+        "--since", type=_since, required=True, help="failed at or after: a date (UTC) or an ISO 8601 time with offset"
+    )
     replay.add_argument("--until", type=_since, help="failed before (default: now)")
     replay.add_argument("--merchant", help="only this merchant's deliveries")
     replay.set_defaults(run=_webhooks_replay)

@@ -62,6 +62,7 @@ GAP = "projection-gap"
 # the package's own bookkeeping, not an unattributed change.
 BOOKKEEPING = frozenset({
     "updated_at", "processor_call", "processor_reference", "settlement", "settlement_rows", "merchant_status",
+    "processor_events",
 })  # fmt: skip
 # What a payment's audit entries diff (the entry shows the values of SHOWN_FIELDS only).
 AUDITED_FIELDS = ("status", "amount", "currency", "captured_amount", "refunded_amount", "merchant_id",

@@ -1,11 +1,12 @@
 """What one settlement row does to its payment, as a pure function (``decide``): the outcomes every row can get,
-and the running totals of a payment's earlier rows (``Reported``) that the processors' per-event rows are judged
-against. Reads nothing and writes nothing: ``reconciler.py`` applies the decision.
+the running totals of a payment's earlier rows (``Reported``) that the processors' per-event rows are judged
+against, and what the processor's notifications changed that no row has accounted for yet (``Notified``). Reads
+nothing and writes nothing: ``reconciler.py`` applies the decision.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -81,6 +82,48 @@ class Reported:
         return cls(settled, refunds, reversals, chargebacks)
 
 
+@dataclass(frozen=True)
+class Notified:
+    """The disputes the processor's notifications charged back and reversed (``Payment.processor_events``, written by
+    checkout/processor_events.py: each object's ``applied`` transitions and its ``amount``) that no reconciled row
+    has accounted for yet. A settlement row about the same dispute carries another reference (the balance
+    transaction, not the dispute), so rows are matched to them by kind and amount: a dispute the webhook already
+    charged back, or reversed, comes out ``matched``, never applied a second time."""
+
+    chargebacks: tuple[int, ...] = ()  # the amounts charged back by notifications, not yet matched by a row
+    reversals: tuple[int, ...] = ()  # the amounts reversed by notifications, not yet matched by a row
+
+    @classmethod
+    def unmatched(cls, events: Mapping[str, Any] | None, marks: Iterable[Any]) -> Notified:
+        found: dict[str, list[int]] = {Operation.CHARGEBACK: [], Operation.REVERSE_CHARGEBACK: []}
+        for entry in (events or {}).values():
+            if isinstance(entry, Mapping):
+                for operation, amounts in found.items():
+                    if operation in (entry.get("applied") or ()):
+                        amounts.append(int(entry.get("amount") or 0))
+        rows = {SettlementStatus.CHARGEBACK: found[Operation.CHARGEBACK],
+                SettlementStatus.CHARGEBACK_REVERSAL: found[Operation.REVERSE_CHARGEBACK]}  # fmt: skip
+        counted: set[str] = set()
+        for mark in marks:  # each reconciled row of these kinds accounts for one of them (the same amount first)
+            if not isinstance(mark, dict) or mark.get("outcome") not in RECONCILED or mark.get("event") in counted:
+                continue
+            if mark.get("event"):
+                counted.add(mark["event"])
+            amounts = rows.get(mark.get("status") or str(mark.get("event", "")).split("#", 1)[0])
+            if amounts:
+                amount = int(mark.get("amount") or 0)
+                amounts.remove(amount if amount in amounts else amounts[0])
+        return cls(tuple(found[Operation.CHARGEBACK]), tuple(found[Operation.REVERSE_CHARGEBACK]))
+
+
+def _notified(amount: int, amounts: tuple[int, ...], what: str) -> Decision:
+    if amount in amounts:
+        return Decision(Outcome.MATCHED, f"{what} by the processor's notification")
+    return Decision(
+        Outcome.AMOUNT_MISMATCH, f"{what} by the processor's notification for {amounts[0]}, the row {amount}"
+    )
+
+
 _CHARGED = frozenset({Outcome.APPLIED, Outcome.MATCHED, Outcome.AMOUNT_MISMATCH})
 # The processors' statuses of one event each: judged against the payment's earlier rows, matched across files.
 PER_EVENT = frozenset({SettlementStatus.REFUND, SettlementStatus.CAPTURE_REVERSAL, SettlementStatus.CHARGEBACK,
@@ -90,10 +133,18 @@ _CAPTURED_ANY = frozenset({PaymentStatus.CAPTURED, PaymentStatus.PARTIALLY_REFUN
 _REFUNDABLE = frozenset({PaymentStatus.CAPTURED, PaymentStatus.PARTIALLY_REFUNDED})
 
 
-def decide(row: SettlementRow, status: str, balances: Balances, reported: Reported | None = None) -> Decision:
+def decide(
+    row: SettlementRow,
+    status: str,
+    balances: Balances,
+    reported: Reported | None = None,
+    notified: Notified | None = None,
+) -> Decision:
     """The outcome of a row for a payment of its merchant, in its currency, not yet reported in this file.
-    ``reported`` is what the payment's earlier rows reconciled (for the per-event statuses)."""
-    s, amount, reported = PaymentStatus(status), row.amount, reported or Reported()
+    ``reported`` is what the payment's earlier rows reconciled (for the per-event statuses); ``notified`` what the
+    processor's notifications changed that no row has matched yet (a chargeback row or a reversal row for it is
+    ``matched``)."""
+    s, amount, reported, notified = PaymentStatus(status), row.amount, reported or Reported(), notified or Notified()
     if row.status is SettlementStatus.SETTLED:
         if s is PaymentStatus.AUTHORIZED:
             if amount <= balances.amount:
@@ -123,6 +174,8 @@ def decide(row: SettlementRow, status: str, balances: Balances, reported: Report
     if row.status is SettlementStatus.CHARGEBACK:
         if s is PaymentStatus.CHARGED_BACK:
             return Decision(Outcome.MATCHED)
+        if notified.chargebacks:  # charged back by the webhook (and since reversed, or the payment would be)
+            return _notified(amount, notified.chargebacks, "charged back")
         if s in _REFUNDABLE:
             held = balances.captured - balances.refunded
             if amount > held:
@@ -137,6 +190,8 @@ def decide(row: SettlementRow, status: str, balances: Balances, reported: Report
             return Decision(Outcome.APPLIED, f"chargeback reversed ({amount})", Operation.REVERSE_CHARGEBACK, amount)
         if s in _REFUNDABLE and reported.open_chargebacks > 0:
             return Decision(Outcome.MATCHED, "the chargeback was already reversed")
+        if s in _REFUNDABLE and notified.reversals:
+            return _notified(amount, notified.reversals, "reversed")
         return Decision(Outcome.ILLEGAL_TRANSITION, f"a {s} payment has no chargeback to reverse")
     # SettlementStatus.FAILED
     if s in (PaymentStatus.PENDING, PaymentStatus.AUTHORIZED):

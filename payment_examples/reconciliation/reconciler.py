@@ -25,7 +25,9 @@ How a run stays correct without holding the file, or its rows, in memory:
 
 * The processors' per-event rows (one refund, a dispute, its reversal, a capture reversal) are judged against the
   payment's earlier reconciled rows of ANY file (``Reported``), and an event another file already reconciled (a
-  re-export, the balance report beside the payout report) is ``matched`` to it, never applied twice.
+  re-export, the balance report beside the payout report) is ``matched`` to it, never applied twice. So is a
+  dispute, a reversal or a refund the processor's webhook already applied (``Notified``, from
+  ``Payment.processor_events``; refunds through the totals they raised).
 
 ``reconcile_batch`` is the unit a worker needs: ``distributed.py`` splits a file too large for one function into
 ranges at row boundaries, reconciles them in parallel with it and merges, deferring the payments whose rows fall
@@ -62,6 +64,7 @@ from payment_examples.reconciliation.decision import (
     PER_EVENT,
     RECONCILED,
     Decision,
+    Notified,
     Outcome,
     Reported,
     decide,
@@ -323,7 +326,9 @@ class Reconciler:
             decision = Decision(Outcome.CURRENCY_MISMATCH, f"file {row.currency}, payment {payment.currency}")
         else:
             balances = Balances(int(payment.amount), int(payment.captured_amount), int(payment.refunded_amount))
-            decision = decide(row, payment.status, balances, Reported.from_marks(marks.values()))
+            events = payment.processor_events.as_dict() if payment.processor_events is not None else None
+            notified = Notified.unmatched(events, marks.values())  # what the processor's webhooks changed
+            decision = decide(row, payment.status, balances, Reported.from_marks(marks.values()), notified)
         if decision.operation is not None and payment.processor_call is not None:
             # The processor may have acted on a call whose answer is not applied yet (checkout.py): no change may
             # overtake it. Reported for a person; `recover` or the client's retry resolves the call.

@@ -40,17 +40,17 @@ def queue_names(settings: Settings) -> tuple[str, str]:
     return settings.table_name(QUEUE_BASE) + ".fifo", settings.table_name(DEAD_LETTER_BASE) + ".fifo"
 
 
-MAX_RECEIVE_COUNT = 1000  # SQS's largest
+BATCH_SIZE = 10  # messages per receive (the delivery function's event source: template.yaml)
 
 
 def max_receive_count(settings: Settings | None = None) -> int:
-    """The redrive's backstop, SQS's largest: the deliverer counts attempts in the delivery log and moves a message
-    to the dead letters itself at its last one. SQS counts receives, and a payment's later messages are received
-    (and handed back unattempted, in order) on every retry of the earlier one that blocks them, so any count near
-    ``webhook_max_attempts`` would dead-letter a message that was never attempted. Only a message whose worker
-    crashes on it again and again reaches this."""
-    del settings
-    return MAX_RECEIVE_COUNT
+    """The redrive's backstop, as in template.yaml: ``BATCH_SIZE * webhook_max_attempts + 5``. The deliverer counts
+    attempts in the delivery log and moves a message to the dead letters itself at its last one; SQS counts
+    receives, and a payment's later messages are received (and handed back unattempted, in order) on every retry
+    of an earlier one that blocks them: at most the 9 ahead of it in a batch, each up to its last attempt, then its
+    own attempts (the 5: AWS's margin for Lambda's throttled receives). Only a message whose worker crashes on it
+    again and again reaches this."""
+    return BATCH_SIZE * (settings or get_settings()).webhook_max_attempts + 5
 
 
 def ensure_queues(settings: Settings | None = None) -> QueueUrls:

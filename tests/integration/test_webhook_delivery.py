@@ -248,4 +248,4 @@ def test_the_cli_registers_an_endpoint_shows_a_delivery_log_and_replays_what_fai
     assert "0 failed deliveries in the window" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["webhooks", "replay", "--since", "2026-12-04T09:00"])  # no offset: refused by argparse
-    assert main(["webhooks", "replay", "--since", "2026-12-04Z", "--until", "2026-12-03Z"]) == 2
+    assert main(["webhooks", "replay", "--since", "2026-12-04", "--until", "2026-12-03T23:00:00Z"]) == 2
