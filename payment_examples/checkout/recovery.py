@@ -8,8 +8,10 @@ the worker that may still be handling it):
   worker that takes the key over meanwhile keeps its claim). The client's retry then runs the request again, which
   finds the payment and answers as the first run would have. They are not completed here: a claim does not hold
   the request, the payment does.
-* **Processor calls in flight** (``Payment.processor_call``): resolved from the processor's record of the call's
-  key, re-sent under the same key only if the processor never acted on it, then applied (``checkout.Checkout``).
+* **Processor calls in flight** (``Payment.processor_call``: an authorisation, a capture or a refund): resolved
+  from the processor's record of the call's key, re-sent under the same key only if the processor never acted on
+  it, then applied (``checkout.Checkout.resolve``; a declined capture or refund only removes the call). The change
+  carries the API request's idempotency key recorded with the call, so that request's retry answers from it.
 Transactions and audit entries are not among them: they are projections of the payments table's stream
 (projection.py), behind the commit by at most the consumer's lag, never missing.
 

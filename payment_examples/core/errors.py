@@ -77,15 +77,33 @@ class ConflictError(PaymentExamplesError):
 
 
 class IllegalTransitionError(ConflictError):
-    """The state machine does not allow this operation from the payment's current status (or amounts forbid it)."""
+    """The state machine does not allow this operation from the payment's current status (or amounts forbid it).
 
-    def __init__(self, payment_id: str, status: str, operation: str, reason: str = "") -> None:
+    A 422: the request is understood and final (repeating it changes nothing). ``allowed``, when the refusal knows
+    the balances (``plan_transition`` fills it), is what the payment allows instead: ``{"refund": {"max_amount":
+    700}}`` (``payments.state_machine.allowed_actions``); its problem body says it, with the payment's status and
+    the operation refused."""
+
+    http_status = 422
+    title = "Operation not allowed"
+
+    def __init__(
+        self, payment_id: str, status: str, operation: str, reason: str = "", *, allowed: dict | None = None
+    ) -> None:
         status, operation = str(status), str(operation)  # plain strings, also for StrEnum members
         detail = f"cannot {operation} payment {payment_id!r} in status {status!r}"
         super().__init__(f"{detail}: {reason}" if reason else detail)
         self.payment_id = payment_id
         self.status = status
         self.operation = operation
+        self.allowed = allowed
+
+    def problem_extra(self) -> dict:
+        # ``payment_status``: a problem's ``status`` is its HTTP status code (RFC 9457)
+        extra = {"payment_id": self.payment_id, "payment_status": self.status, "operation": self.operation}
+        if self.allowed is not None:
+            extra["allowed"] = self.allowed
+        return extra
 
 
 class VersionConflictError(ConflictError):

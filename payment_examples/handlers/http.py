@@ -1,10 +1,13 @@
-"""What the API handlers share: event parsing (REST v1 and HTTP API v2, via Powertools event data classes),
-JSON and RFC 9457 ``application/problem+json`` responses, and the payment's JSON shape."""
+"""What the API handlers share: event parsing (REST v1 and HTTP API v2, via Powertools event data classes), the
+request's path and JSON body, the invocation's lease, JSON and RFC 9457 ``application/problem+json`` responses, and
+the payment's JSON shape (with its links)."""
 
 from __future__ import annotations
 
+import binascii
 import json
 import re
+from datetime import timedelta
 from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent, APIGatewayProxyEventV2
@@ -18,13 +21,15 @@ from payment_examples.core.errors import (
     ValidationError,
     is_retryable,
 )
-from payment_examples.payments.public import iso_utc, payment_json
+from payment_examples.payments.public import iso_utc, payment_json, payment_links
 
-__all__ = ["ApiEvent", "error_response", "header", "iso_utc", "json_response", "parse_event", "payment_json",
-           "problem_response"]  # fmt: skip
+__all__ = ["MAX_BODY_BYTES", "ApiEvent", "error_response", "header", "invocation_lease", "iso_utc", "json_body",
+           "json_response", "parse_event", "payment_body", "payment_json", "payment_links", "problem_response",
+           "raw_body", "request_path"]  # fmt: skip
 
 ApiEvent = APIGatewayProxyEvent | APIGatewayProxyEventV2
 PROBLEM_TYPE_BASE = "https://payment-examples.dev/problems/"
+MAX_BODY_BYTES = 16 * 1024
 
 
 def parse_event(event: dict) -> ApiEvent:
@@ -48,6 +53,59 @@ def parse_event(event: dict) -> ApiEvent:
 
 def header(event: ApiEvent, name: str) -> str | None:
     return event.headers.get(name)  # Powertools' headers mapping is case-insensitive
+
+
+def request_path(api: ApiEvent) -> str:
+    """The request path without the stage: HTTP API's rawPath starts with a named stage, REST's path never does."""
+    if isinstance(api, APIGatewayProxyEventV2):
+        path, stage = api.raw_path or "", (api.raw_event.get("requestContext") or {}).get("stage")
+        if stage and stage != "$default" and path.startswith(f"/{stage}/"):
+            return path[len(stage) + 1 :]
+        return path
+    return api.path or ""
+
+
+def raw_body(api: ApiEvent) -> str | None:
+    """The body as text, decoded when API Gateway marked it base64 (a 400 naming ``body`` if it is not)."""
+    if not api.is_base64_encoded:
+        return api.body
+    try:
+        return api.decoded_body
+    except (binascii.Error, ValueError):  # bad base64, or bytes that are not UTF-8 (UnicodeDecodeError)
+        raise ValidationError("body", "is marked base64 but is not base64-encoded UTF-8 text") from None
+
+
+def json_body(raw: str | None) -> Any:
+    """The body parsed as JSON: at most ``MAX_BODY_BYTES``, no ``NaN``/``Infinity``, not nested beyond what the
+    parser can take; each failure a 400 naming ``body``."""
+    if not raw:
+        raise ValidationError("body", "a JSON object is required")
+    if len(raw.encode()) > MAX_BODY_BYTES:
+        raise ValidationError("body", f"must be at most {MAX_BODY_BYTES} bytes")
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except (json.JSONDecodeError, ValueError) as error:
+        raise ValidationError("body", f"is not valid JSON: {error}") from None
+    except RecursionError:
+        raise ValidationError("body", "is nested too deeply") from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def invocation_lease(context: Any) -> timedelta | None:
+    """How long what this request claims (a processor call, an idempotency key) is its own: the time this
+    invocation may still run (None outside Lambda: the claimer's default)."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return None
+    return timedelta(milliseconds=max(1000, int(remaining())))
+
+
+def payment_body(payment: Any) -> dict[str, Any]:
+    """A payment as the API answers it: ``payment_json`` and its ``links`` (what the merchant may do with it now)."""
+    return {**payment_json(payment), "links": payment_links(payment)}
 
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> dict:

@@ -21,11 +21,8 @@ configuration.
 
 from __future__ import annotations
 
-import binascii
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -44,11 +41,20 @@ from payment_examples.core import (
 )
 from payment_examples.core.errors import MethodNotAllowedError, ValidationError
 from payment_examples.handlers.auth import merchant_identity
-from payment_examples.handlers.http import error_response, header, json_response, parse_event, payment_json
+from payment_examples.handlers.http import (
+    MAX_BODY_BYTES,  # noqa: F401 (part of this module's interface: tests size their bodies by it)
+    error_response,
+    header,
+    invocation_lease,
+    json_body,
+    json_response,
+    parse_event,
+    payment_json,
+    raw_body,
+)
 from payment_examples.payments.service import MAX_DESCRIPTION_LENGTH, PaymentService
 from payment_examples.tables import get_models
 
-MAX_BODY_BYTES = 16 * 1024
 FIELDS = frozenset({"amount", "currency", "customer_id", "description", "metadata", "payment_method"})
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
@@ -135,7 +141,7 @@ def _handle(event: dict, context: Any, settings: Settings, deps: Dependencies) -
     if key is None:
         raise ValidationError(IDEMPOTENCY_HEADER, "header is required")
     identifier(IDEMPOTENCY_HEADER, key)
-    request = PaymentRequest.from_body(_json_body(_raw_body(api)))
+    request = PaymentRequest.from_body(json_body(raw_body(api)))
     if request.payment_method is not None and deps.checkout is None:
         raise ValidationError("payment_method", "no card processor is configured here (PAYMENT_PROCESSOR)")
     fields = {
@@ -148,7 +154,7 @@ def _handle(event: dict, context: Any, settings: Settings, deps: Dependencies) -
         result = deps.service.create_payment(merchant_id, key, request.amount, request.currency, **fields)
     else:  # a decline raises PaymentDeclinedError (402), also on every repeat
         result = deps.checkout.create_and_authorize(
-            merchant_id, key, request.amount, request.currency, request.payment_method, lease=_lease(context),
+            merchant_id, key, request.amount, request.currency, request.payment_method, lease=invocation_lease(context),
             **fields,
         )  # fmt: skip
     headers = {"Location": f"/payments/{result.payment.id}"}
@@ -158,36 +164,4 @@ def _handle(event: dict, context: Any, settings: Settings, deps: Dependencies) -
     return json_response(201, payment_json(result.payment), headers)
 
 
-def _raw_body(api: Any) -> str | None:
-    if not api.is_base64_encoded:
-        return api.body
-    try:
-        return api.decoded_body
-    except (binascii.Error, ValueError):  # bad base64, or bytes that are not UTF-8 (UnicodeDecodeError)
-        raise ValidationError("body", "is marked base64 but is not base64-encoded UTF-8 text") from None
-
-
-def _json_body(raw: str | None) -> Any:
-    if not raw:
-        raise ValidationError("body", "a JSON object is required")
-    if len(raw.encode()) > MAX_BODY_BYTES:
-        raise ValidationError("body", f"must be at most {MAX_BODY_BYTES} bytes")
-    try:
-        return json.loads(raw, parse_constant=_reject_constant)
-    except (json.JSONDecodeError, ValueError) as error:
-        raise ValidationError("body", f"is not valid JSON: {error}") from None
-    except RecursionError:
-        raise ValidationError("body", "is nested too deeply") from None
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _lease(context: Any) -> timedelta | None:
-    """How long a processor call this request records is its own: the time this invocation may still run (None
-    outside Lambda: the checkout's default)."""
-    remaining = getattr(context, "get_remaining_time_in_millis", None)
-    if remaining is None:
-        return None
-    return timedelta(milliseconds=max(1000, int(remaining())))
+_lease = invocation_lease  # the name this module's tests know (handlers.http holds it, shared with the actions)

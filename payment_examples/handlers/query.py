@@ -9,6 +9,9 @@
   ``"total"`` when asked for.
 * ``GET /payments/{id}``: one payment. Another merchant's payment is a 404, exactly like a missing one.
 
+Every payment answered carries its ``links``: ``self`` and the actions its status and balances allow now (capture,
+refund with their ``max_amount``, void; ``payments.public.payment_links``), served by handlers/actions.py.
+
 Each 200 says what it was read from in a ``Read-From`` header: ``item; consistent`` (one payment: a strongly
 consistent read, so it shows a write answered a moment ago) or ``index; eventually consistent`` (a page, from a
 merchant index: a write of a moment ago may not show yet).
@@ -27,12 +30,18 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote
 
-from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
-
 from payment_examples.core import Settings, get_settings, identifier, require_api_settings
 from payment_examples.core.errors import MethodNotAllowedError, NotFoundError, ValidationError
 from payment_examples.handlers.auth import merchant_identity
-from payment_examples.handlers.http import ApiEvent, error_response, header, json_response, parse_event, payment_json
+from payment_examples.handlers.http import (
+    ApiEvent,
+    error_response,
+    header,
+    json_response,
+    parse_event,
+    payment_body,
+    request_path,
+)
 from payment_examples.payments import PaymentService, get_merchant_payments
 from payment_examples.tables import get_models
 
@@ -71,7 +80,7 @@ def handler(event: dict, context: Any = None) -> dict:
 
 def _handle(event: dict, settings: Settings) -> dict:
     api = parse_event(event)
-    path = _path(api)
+    path = request_path(api)
     route = _ROUTE.fullmatch(path)
     if route is None:
         raise NotFoundError(f"no resource at {path!r}")
@@ -81,16 +90,6 @@ def _handle(event: dict, settings: Settings) -> dict:
     if route["id"] is not None:
         return _get_one(merchant_id, unquote(route["id"]), settings)
     return _list(merchant_id, _query_parameters(api), settings)
-
-
-def _path(api: ApiEvent) -> str:
-    """The request path without the stage: HTTP API's rawPath starts with a named stage, REST's path never does."""
-    if isinstance(api, APIGatewayProxyEventV2):
-        path, stage = api.raw_path or "", api.request_context.stage
-        if stage and stage != "$default" and path.startswith(f"/{stage}/"):
-            return path[len(stage) + 1 :]
-        return path
-    return api.path or ""
 
 
 def _query_parameters(event: ApiEvent) -> dict[str, str]:
@@ -110,7 +109,7 @@ def _query_parameters(event: ApiEvent) -> dict[str, str]:
 def _get_one(merchant_id: str, payment_id: str, settings: Settings) -> dict:
     identifier("id", payment_id)
     payment = _default_service(settings).get_payment(merchant_id, payment_id)
-    return json_response(200, payment_json(payment), headers=_NO_STORE | {"Read-From": READ_FROM_ITEM})
+    return json_response(200, payment_body(payment), headers=_NO_STORE | {"Read-From": READ_FROM_ITEM})
 
 
 def _list(merchant_id: str, params: dict[str, str], settings: Settings) -> dict:
@@ -139,7 +138,7 @@ def _list(merchant_id: str, params: dict[str, str], settings: Settings) -> dict:
         max_amount=_integer("max_amount", params.get("max_amount"), low=0),
         settings=settings,
     )
-    body: dict[str, Any] = {"items": [payment_json(p) for p in page.items], "next_cursor": page.next_cursor}
+    body: dict[str, Any] = {"items": [payment_body(p) for p in page.items], "next_cursor": page.next_cursor}
     if include_total:
         body["total"] = page.total
     return json_response(200, body, headers=_NO_STORE | {"Read-From": READ_FROM_INDEX})

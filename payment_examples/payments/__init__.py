@@ -27,7 +27,14 @@ from payment_examples.payments.pagination import (
 )
 from payment_examples.payments.seed import seed_payments
 from payment_examples.payments.service import CreateResult, PaymentService, TransactionView
-from payment_examples.payments.state_machine import Balances, Operation, PaymentStatus, Transition, plan_transition
+from payment_examples.payments.state_machine import (
+    Balances,
+    Operation,
+    PaymentStatus,
+    Transition,
+    allowed_actions,
+    plan_transition,
+)
 
 __all__ = [
     "Balances",
@@ -43,6 +50,7 @@ __all__ = [
     "QueryStats",
     "TransactionView",
     "Transition",
+    "allowed_actions",
     "decode_cursor",
     "encode_cursor",
     "get_merchant_payments",

@@ -11,6 +11,9 @@
 back (Stripe's ``dispute_reversal``, Adyen's ``ChargebackReversed``), and the payment is again what it was before
 the chargeback (captured, or partially refunded where refunds were made). Refunds never exceed the captured
 amount, and a chargeback, or its reversal, never exceeds what is still held (captured minus refunded).
+
+``allowed_actions`` says what the merchant API may still do with a payment (its links, and the ``allowed`` of a
+refused operation's 422), from the same table, so the two never disagree.
 """
 
 from __future__ import annotations
@@ -77,6 +80,21 @@ class Transition:
     balances: Balances  # the balances after it
 
 
+def allowed_actions(status: str, balances: Balances) -> dict[str, dict[str, int]]:
+    """The merchant API's actions that ``status`` and ``balances`` allow now, each with its limit: ``{"capture":
+    {"max_amount": authorised}}`` when capturable, ``{"refund": {"max_amount": captured - refunded}}`` when
+    refundable, ``{"void": {}}`` when voidable. Pure, like ``plan_transition``, whose refusals carry it."""
+    current = PaymentStatus(status)
+    actions: dict[str, dict[str, int]] = {}
+    if current in ALLOWED_FROM[Op.CAPTURE]:
+        actions[Op.CAPTURE.value] = {"max_amount": balances.amount}
+    if current in ALLOWED_FROM[Op.REFUND] and balances.captured > balances.refunded:
+        actions[Op.REFUND.value] = {"max_amount": balances.captured - balances.refunded}
+    if current in ALLOWED_FROM[Op.VOID]:
+        actions[Op.VOID.value] = {}
+    return actions
+
+
 def plan_transition(
     payment_id: str, status: str, balances: Balances, operation: Operation, amount: int | None = None
 ) -> Transition:
@@ -85,19 +103,23 @@ def plan_transition(
     ``amount`` is optional for capture (default: the whole authorised amount; a smaller capture releases the rest)
     and for chargeback and its reversal (default: everything still held), required for refund, and not accepted
     for the others (a missing or unexpected amount is a ``ValidationError``; an amount the balances do not allow is
-    an ``IllegalTransitionError``).
+    an ``IllegalTransitionError``, which says what is allowed instead: ``allowed_actions``).
     """
     current = PaymentStatus(status)
     operation = Operation(operation)
+
+    def refused(reason: str = "") -> IllegalTransitionError:
+        return IllegalTransitionError(
+            payment_id, current, operation, reason, allowed=allowed_actions(current, balances)
+        )
+
     if current not in ALLOWED_FROM[operation]:
-        raise IllegalTransitionError(payment_id, current, operation)
+        raise refused()
 
     if operation is Op.CAPTURE:
         captured = balances.amount if amount is None else validate_amount(amount)
         if captured > balances.amount:
-            raise IllegalTransitionError(
-                payment_id, current, operation, f"capture of {captured} exceeds the authorised {balances.amount}"
-            )
+            raise refused(f"capture of {captured} exceeds the authorised {balances.amount}")
         return Transition(operation, current, S.CAPTURED, captured, Balances(balances.amount, captured, 0))
 
     if operation is Op.REFUND:
@@ -106,9 +128,7 @@ def plan_transition(
         refund = validate_amount(amount)
         remaining = balances.captured - balances.refunded
         if refund > remaining:
-            raise IllegalTransitionError(
-                payment_id, current, operation, f"refund of {refund} exceeds the {remaining} still refundable"
-            )
+            raise refused(f"refund of {refund} exceeds the {remaining} still refundable")
         refunded = balances.refunded + refund
         to_status = S.REFUNDED if refunded == balances.captured else S.PARTIALLY_REFUNDED
         return Transition(operation, current, to_status, refund, Balances(balances.amount, balances.captured, refunded))
@@ -117,18 +137,14 @@ def plan_transition(
         held = balances.captured - balances.refunded
         charged_back = held if amount is None else validate_amount(amount)
         if charged_back > held:
-            raise IllegalTransitionError(
-                payment_id, current, operation, f"chargeback of {charged_back} exceeds the {held} still held"
-            )
+            raise refused(f"chargeback of {charged_back} exceeds the {held} still held")
         return Transition(operation, current, S.CHARGED_BACK, charged_back, balances)
 
     if operation is Op.REVERSE_CHARGEBACK:
         held = balances.captured - balances.refunded
         returned = held if amount is None else validate_amount(amount)
         if returned > held:
-            raise IllegalTransitionError(
-                payment_id, current, operation, f"a reversal of {returned} exceeds the {held} that was held"
-            )
+            raise refused(f"a reversal of {returned} exceeds the {held} that was held")
         to_status = S.CAPTURED if balances.refunded == 0 else S.PARTIALLY_REFUNDED
         return Transition(operation, current, to_status, returned, balances)
 

@@ -187,13 +187,16 @@ class ProcessorCallAttribute(MapAttribute):
     own put), removed by the transition that applies the processor's answer. ``recover`` resolves one that a
     crashed worker left behind, from the processor's record of ``key``."""
 
-    operation = UnicodeAttribute()  # "authorize" or "capture"
+    operation = UnicodeAttribute()  # "authorize", "capture" or "refund"
     key = UnicodeAttribute()  # the idempotency key sent to the processor
     amount = NumberAttribute()
     started_at = UTCDateTimeAttribute()
     # Until when the request that recorded it may still apply the answer: a repeat of the request before then is
     # answered 409 (in flight); after it, or once that request gave up (it sets this to its end), it resolves it.
     lease_until = UTCDateTimeAttribute(null=True)
+    # The API request's Idempotency-Key (handlers/actions.py): the change that applies the answer carries it in its
+    # detail, whoever applies it (the request, its retry, ``recover``), so a retry recognises its own change.
+    idempotency_key = UnicodeAttribute(null=True)
 
 
 class Payment(KeepsChanges, Model):

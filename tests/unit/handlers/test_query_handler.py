@@ -15,7 +15,7 @@ import pytest
 from payment_examples.core.clock import SeededIds, SteppingClock
 from payment_examples.core.config import Settings, use_settings
 from payment_examples.handlers import query
-from payment_examples.handlers.http import payment_json
+from payment_examples.handlers.http import payment_json, payment_links
 from payment_examples.payments.seed import seed_payments
 from payment_examples.tables.models import Payment
 from tests.api_events import HS_SECRET, api_event, token
@@ -101,7 +101,8 @@ def test_list_body_shape_and_item_fields(data: dict[str, list[Payment]], version
     assert set(body) == {"items", "next_cursor"}
     assert len(body["items"]) == 5 and isinstance(body["next_cursor"], str)
     newest = max(data["merchant-1"], key=lambda p: p.created_key)
-    assert body["items"][0] == payment_json(newest)  # the same fields as the process handler's 201 body
+    # the same fields as the process handler's 201 body, and the links to what may be done next
+    assert body["items"][0] == {**payment_json(newest), "links": payment_links(newest)}
     for item in body["items"]:
         assert {"id", "amount", "currency", "status", "created_at", "updated_at", "merchant_id"} <= set(item)
         assert type(item["amount"]) is int and type(item["captured_amount"]) is int
@@ -171,7 +172,32 @@ def test_a_named_stage_prefix_and_a_trailing_slash_route_the_same(data: dict[str
 @pytest.mark.parametrize("version", VERSIONS)
 def test_get_one_payment(data: dict[str, list[Payment]], version: str) -> None:
     payment = data["merchant-1"][3]
-    assert ok(get(f"/payments/{payment.id}", version=version)) == payment_json(payment)
+    assert ok(get(f"/payments/{payment.id}", version=version)) == {**payment_json(payment),
+                                                                   "links": payment_links(payment)}  # fmt: skip
+
+
+def test_every_payment_answered_links_to_what_its_status_and_balances_allow(data: dict[str, list[Payment]]) -> None:
+    """One payment of each status the seed writes: its links, in a page and alone, written out by hand."""
+    expected = {
+        "pending": lambda p: {"void": {}},
+        "authorized": lambda p: {"capture": {"max_amount": int(p.amount)}, "void": {}},
+        "captured": lambda p: {"refund": {"max_amount": int(p.amount)}},
+        "partially_refunded": lambda p: {"refund": {"max_amount": int(p.amount) - int(p.amount) // 2}},
+        "refunded": lambda p: {},
+        "voided": lambda p: {},
+        "failed": lambda p: {},
+    }
+    paths = {"capture": "capture", "refund": "refunds", "void": "void"}
+    page = {i["id"]: i for i in ok(get(query_params={"limit": "100"}))["items"]}
+    for status, actions in expected.items():
+        payment = next(p for p in data["merchant-1"] if p.status == status)
+        base = f"/payments/{payment.id}"
+        want = {"self": {"href": base, "method": "GET"}} | {
+            name: {"href": f"{base}/{paths[name]}", "method": "POST", **limits}
+            for name, limits in actions(payment).items()
+        }
+        assert page[payment.id]["links"] == want, status
+        assert ok(get(base))["links"] == want, status
 
 
 @pytest.mark.parametrize("version", VERSIONS)

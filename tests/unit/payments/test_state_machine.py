@@ -6,7 +6,14 @@ import pytest
 
 from payment_examples.core.errors import IllegalTransitionError, ValidationError
 from payment_examples.payments.service import PaymentService
-from payment_examples.payments.state_machine import TERMINAL, Balances, Operation, PaymentStatus, plan_transition
+from payment_examples.payments.state_machine import (
+    TERMINAL,
+    Balances,
+    Operation,
+    PaymentStatus,
+    allowed_actions,
+    plan_transition,
+)
 from payment_examples.tables.models import Payment
 
 S, Op = PaymentStatus, Operation
@@ -173,3 +180,69 @@ def test_a_reversed_chargeback_restores_what_the_payment_was_before_it() -> None
     assert (whole.to_status, whole.amount, whole.balances) == (S.CAPTURED, 400, Balances(AMOUNT, AMOUNT))
     with pytest.raises(IllegalTransitionError, match="exceeds the 900 that was held"):
         plan_transition("p", "charged_back", Balances(AMOUNT, AMOUNT, REFUND), Op.REVERSE_CHARGEBACK, 901)
+
+
+# -- what the merchant API may do next (allowed_actions) -------------------------------------------------------------
+
+# Written out by hand, per status with BALANCES[status]: the merchant API's actions and their limits.
+ALLOWED: dict[PaymentStatus, dict[str, dict[str, int]]] = {
+    S.PENDING: {"void": {}},
+    S.AUTHORIZED: {"capture": {"max_amount": AMOUNT}, "void": {}},
+    S.CAPTURED: {"refund": {"max_amount": AMOUNT}},
+    S.PARTIALLY_REFUNDED: {"refund": {"max_amount": AMOUNT - REFUND}},
+    S.REFUNDED: {},
+    S.VOIDED: {},
+    S.FAILED: {},
+    S.CHARGED_BACK: {},
+}
+
+
+@pytest.mark.parametrize("status", list(PaymentStatus))
+def test_allowed_actions_per_status(status: PaymentStatus) -> None:
+    assert allowed_actions(status.value, BALANCES[status]) == ALLOWED[status]
+
+
+def test_allowed_actions_agree_with_the_planner() -> None:
+    """Each action allowed plans at its max_amount and refuses one more; each action not allowed is refused."""
+    for status in PaymentStatus:
+        balances, allowed = BALANCES[status], allowed_actions(status.value, BALANCES[status])
+        for op in (Op.CAPTURE, Op.REFUND, Op.VOID):
+            limit = allowed.get(op.value, {}).get("max_amount")
+            if op.value not in allowed:
+                with pytest.raises(IllegalTransitionError):
+                    plan_transition("p", status.value, balances, op, REFUND if op is Op.REFUND else None)
+            elif limit is None:
+                plan_transition("p", status.value, balances, op)
+            else:
+                assert plan_transition("p", status.value, balances, op, limit).amount == limit
+                with pytest.raises(IllegalTransitionError):
+                    plan_transition("p", status.value, balances, op, limit + 1)
+
+
+def test_a_partial_capture_limits_the_refunds() -> None:
+    assert allowed_actions("captured", Balances(1000, 600)) == {"refund": {"max_amount": 600}}
+    assert allowed_actions("partially_refunded", Balances(1000, 600, 450)) == {"refund": {"max_amount": 150}}
+
+
+@pytest.mark.parametrize(
+    ("status", "balances", "op", "amount", "allowed"),
+    [
+        ("authorized", Balances(1000), Op.CAPTURE, 1001, {"capture": {"max_amount": 1000}, "void": {}}),
+        ("partially_refunded", Balances(1000, 1000, 900), Op.REFUND, 101, {"refund": {"max_amount": 100}}),
+        ("captured", Balances(1000, 1000), Op.VOID, None, {"refund": {"max_amount": 1000}}),
+        ("refunded", Balances(1000, 1000, 1000), Op.REFUND, 1, {}),
+    ],
+)
+def test_a_refusal_says_what_is_allowed_instead(status, balances, op, amount, allowed) -> None:
+    with pytest.raises(IllegalTransitionError) as caught:
+        plan_transition("p-1", status, balances, op, amount)
+    assert caught.value.allowed == allowed
+    assert caught.value.http_status == 422
+    assert caught.value.problem_extra() == {"payment_id": "p-1", "payment_status": status,
+                                            "operation": op.value, "allowed": allowed}  # fmt: skip
+
+
+def test_a_refusal_without_balances_keeps_its_message_and_omits_allowed() -> None:
+    error = IllegalTransitionError("p-1", S.AUTHORIZED, Op.VOID, "a processor capture is in flight")
+    assert str(error) == "cannot void payment 'p-1' in status 'authorized': a processor capture is in flight"
+    assert error.allowed is None and "allowed" not in error.problem_extra()
