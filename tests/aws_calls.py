@@ -6,7 +6,8 @@ connections, Powertools' providers: all go through ``botocore.session.Session.cr
 ``provide-client-params`` handler, which fires before moto answers, and records ``(service, operation, params)``
 while recording is on. ``permissions(call)`` turns a call into the ``(iam action, resource ARN)`` pairs IAM
 authorises it by (a ``TransactWriteItems`` is one ``PutItem``/``UpdateItem``/... per item, ``HeadObject`` is
-``s3:GetObject``, a ``Query`` on an index is authorised on the index's ARN).
+``s3:GetObject``, a ``Query`` on an index is authorised on the index's ARN, ``SendMessageBatch`` is
+``sqs:SendMessage`` on the queue the URL names).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from unittest import mock
 
+import botocore.loaders
 import botocore.session
 
 ACCOUNT, REGION, PARTITION = "123456789012", "us-east-1", "aws"  # moto's default account
@@ -25,7 +27,7 @@ ACCOUNT, REGION, PARTITION = "123456789012", "us-east-1", "aws"  # moto's defaul
 
 @dataclass(frozen=True)
 class Call:
-    service: str  # the IAM prefix (botocore's signing name): dynamodb, s3, lambda, kms, secretsmanager, ssm
+    service: str  # the IAM prefix (botocore's signing name): dynamodb, s3, lambda, kms, secretsmanager, ssm, sqs
     operation: str
     params: dict = field(hash=False, compare=False)
 
@@ -49,7 +51,8 @@ class Recorder:
 @contextmanager
 def observed_calls(*, intercept: Callable[[Call], Any] | None = None) -> Iterator[Recorder]:
     """Record the calls of every botocore client created inside the block. ``intercept(call)`` may return a
-    parsed response to answer a call without sending it (a ``before-call`` response, as botocore allows)."""
+    parsed response to answer a call without sending it (a ``before-call`` response, as botocore allows), or
+    ``(status, parsed)`` for an error response (status >= 300: the client raises it as a ``ClientError``)."""
     recorder = Recorder()
     original = botocore.session.Session.create_client
 
@@ -63,7 +66,10 @@ def observed_calls(*, intercept: Callable[[Call], Any] | None = None) -> Iterato
         if intercept is None:
             return None
         parsed = intercept(Call(model.service_model.signing_name, model.name, params))
-        return None if parsed is None else (mock.Mock(status_code=200), parsed)
+        if parsed is None:
+            return None
+        status, parsed = parsed if isinstance(parsed, tuple) else (200, parsed)
+        return mock.Mock(status_code=status), parsed
 
     def create_client(self: Any, *args: Any, **kwargs: Any) -> Any:
         client = original(self, *args, **kwargs)
@@ -71,7 +77,19 @@ def observed_calls(*, intercept: Callable[[Call], Any] | None = None) -> Iterato
         client.meta.events.register("before-call", answer)
         return client
 
-    with mock.patch.object(botocore.session.Session, "create_client", create_client):
+    # One data loader for every session made inside (Powertools and PynamoDB make their own): each would parse
+    # botocore's service and endpoint JSON again, most of a flow's time on moto. What is recorded is unchanged.
+    loaders: dict[Any, Any] = {}
+
+    def create_loader(search_path_string: Any = None) -> Any:
+        if search_path_string not in loaders:
+            loaders[search_path_string] = botocore.loaders.create_loader(search_path_string)
+        return loaders[search_path_string]
+
+    with (
+        mock.patch.object(botocore.session.Session, "create_client", create_client),
+        mock.patch.object(botocore.session, "create_loader", create_loader),
+    ):
         yield recorder
 
 
@@ -85,6 +103,17 @@ _TRANSACT = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem", "
 _S3 = {"GetObject": "GetObject", "HeadObject": "GetObject", "PutObject": "PutObject",
        "CreateMultipartUpload": "PutObject", "UploadPart": "PutObject", "CompleteMultipartUpload": "PutObject",
        "AbortMultipartUpload": "AbortMultipartUpload"}  # fmt: skip
+
+
+# A batch call is authorised as its single call (SendMessageBatch is sqs:SendMessage, and so on).
+_SQS = {"SendMessageBatch": "SendMessage", "ChangeMessageVisibilityBatch": "ChangeMessageVisibility",
+        "DeleteMessageBatch": "DeleteMessage"}  # fmt: skip
+
+
+def _queue_arn(url: str) -> str:
+    """``https://sqs.<region>.<domain>/<account>/<name>`` -> the queue's ARN."""
+    host, account, name = url.removeprefix("https://").split("/")
+    return f"arn:{PARTITION}:sqs:{host.split('.')[1]}:{account}:{name}"
 
 
 def permissions(call: Call) -> list[tuple[str, str]]:
@@ -117,6 +146,11 @@ def permissions(call: Call) -> list[tuple[str, str]]:
         return [
             (f"secretsmanager:{op}", f"arn:{PARTITION}:secretsmanager:{REGION}:{ACCOUNT}:secret:{p['SecretId']}-AbCdEf")
         ]
+    if call.service == "sqs":
+        if "QueueUrl" not in p:  # GetQueueUrl, CreateQueue: by name
+            account = p.get("QueueOwnerAWSAccountId", ACCOUNT)
+            return [(f"sqs:{op}", f"arn:{PARTITION}:sqs:{REGION}:{account}:{p['QueueName']}")]
+        return [(f"sqs:{_SQS.get(op, op)}", _queue_arn(p["QueueUrl"]))]
     if call.service == "ssm":
         return [(f"ssm:{op}", f"arn:{PARTITION}:ssm:{REGION}:{ACCOUNT}:parameter/{p['Name'].lstrip('/')}")]
     raise AssertionError(f"no IAM mapping for {call.service}:{op}: add one before the code may call it")

@@ -7,6 +7,7 @@ tests/unit/handlers/test_template_policies.py."""
 
 from __future__ import annotations
 
+import fnmatch
 import importlib
 import inspect
 import json
@@ -78,7 +79,8 @@ def test_every_model_has_a_table_with_the_same_keys_indexes_and_ttl(template: di
 
 def test_every_projected_table_has_a_stream_read_by_the_consumer(template: dict) -> None:
     """A model that declares a stream (its audit chain is projected) has one in the template, and the consumer
-    function has an event source on it; no other table's stream is consumed."""
+    function has an event source on it; no other table's stream is consumed. The webhook producer is a second
+    consumer of the payments stream, and only of it."""
     models = bind_models(Settings(table_prefix=""))
     tables = _tables(template)
     resources = {r["Properties"].get("TableName", {}).get("Fn::Sub", "").removeprefix("${TablePrefix}"): name
@@ -91,10 +93,31 @@ def test_every_projected_table_has_a_stream_read_by_the_consumer(template: dict)
     events = template["Resources"]["StreamConsumerFunction"]["Properties"]["Events"].values()
     consumed = {e["Properties"]["Stream"]["Fn::GetAtt"][0] for e in events if e["Type"] == "DynamoDB"}
     assert consumed == {resources[name] for name in projected}
-    for event in events:
-        assert event["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-        assert event["Properties"]["BisectBatchOnFunctionError"] is True
-        assert "OnFailure" in event["Properties"]["DestinationConfig"]
+    stream_sources = {name: [e for e in f.get("Events", {}).values() if e["Type"] == "DynamoDB"]
+                      for name, f in _functions(template).items()}  # fmt: skip
+    assert {name for name, sources in stream_sources.items() if sources} == {"StreamConsumerFunction",
+                                                                             "WebhookEventsFunction"}  # fmt: skip
+    producer = stream_sources["WebhookEventsFunction"]
+    assert [e["Properties"]["Stream"] for e in producer] == [{"Fn::GetAtt": ["PaymentsTable", "StreamArn"]}]
+    for name, sources in stream_sources.items():
+        for event in sources:  # partial batch responses, bisect, bounded retries and age, a queue for the rest
+            properties = event["Properties"]
+            assert properties["FunctionResponseTypes"] == ["ReportBatchItemFailures"], name
+            assert properties["BisectBatchOnFunctionError"] is True, name
+            assert 0 <= properties["MaximumRetryAttempts"] <= 10, name
+            assert 60 <= properties["MaximumRecordAgeInSeconds"] <= 86_400, name  # inside the stream's 24 hours
+            on_failure = properties["DestinationConfig"]["OnFailure"]
+            assert on_failure["Type"] == "SQS", name
+            assert template["Resources"][on_failure["Destination"]["Fn::GetAtt"][0]]["Type"] == "AWS::SQS::Queue"
+    # DynamoDB Streams: no more than two readers per shard, or they are throttled (a third needs a fan-out).
+    readers = [e["Properties"]["Stream"]["Fn::GetAtt"][0] for sources in stream_sources.values() for e in sources]
+    assert max(readers.count(table) for table in readers) == readers.count("PaymentsTable") == 2
+    # Each consumer gives up into its own queue: their recoveries differ (re-project, or re-publish the events).
+    (webhook_failures,) = {e["Properties"]["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0]
+                           for e in producer}  # fmt: skip
+    assert webhook_failures == "WebhookStreamFailureQueue"
+    assert all(e["Properties"]["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0] == "StreamFailureQueue"
+               for e in events)  # fmt: skip
 
 
 def test_the_card_vaults_index_projects_what_the_model_declares(template: dict) -> None:
@@ -134,13 +157,17 @@ def _functions(template: dict) -> dict[str, dict]:
 def test_every_function_handler_exists(template: dict) -> None:
     functions = _functions(template)
     assert sorted(f["Handler"] for f in functions.values()) == [
+        "payment_examples.handlers.actions.handler",
         "payment_examples.handlers.process.handler",
+        "payment_examples.handlers.processor_events.handler",
         "payment_examples.handlers.query.handler",
         "payment_examples.handlers.reconcile.handler",
         "payment_examples.handlers.settlement_map.batch_handler",
         "payment_examples.handlers.settlement_map.merge_handler",
         "payment_examples.handlers.settlement_map.plan_handler",
         "payment_examples.handlers.stream.handler",
+        "payment_examples.handlers.webhook_delivery.handler",
+        "payment_examples.handlers.webhook_events.handler",
     ]
     for function in functions.values():
         module, _, name = function["Handler"].rpartition(".")
@@ -164,10 +191,40 @@ def test_functions_read_the_settings_the_code_reads_and_no_secret_is_in_their_co
         assert not {"PAYMENT_JWT_SECRET", "PAYMENT_CURSOR_SECRET", "PAYMENT_FIELD_KEYS", "PAYMENT_AUDIT_KEY",
                     "PAYMENT_JWT_PUBLIC_KEY"} & set(variables), name  # fmt: skip
     functions = _functions(template)
-    for api in ("ProcessPaymentFunction", "QueryPaymentsFunction"):
+    for api in ("ProcessPaymentFunction", "QueryPaymentsFunction", "PaymentActionsFunction"):
         variables = _variables(template, functions[api])
         assert variables["PAYMENT_SECRETS_ID"] == {"Ref": "SecretsName"}
         assert variables["PAYMENT_JWT_AUDIENCE"] == {"Ref": "JwtAudience"}
+        assert variables["PAYMENT_JWT_ISSUER"] == {
+            "Fn::If": ["HasIssuer", {"Ref": "JwtIssuer"}, {"Ref": "AWS::NoValue"}]
+        }
+    # The processor's notifications: its signing secret from the secret, no merchant tokens.
+    processor_events = _variables(template, functions["ProcessorEventsFunction"])
+    assert processor_events["PAYMENT_SECRETS_ID"] == {"Ref": "SecretsName"}
+    assert not {"PAYMENT_JWT_AUDIENCE", "PAYMENT_JWT_ISSUER"} & set(processor_events)
+    local = {"Fn::If": ["UseLocalProcessor", "local", {"Ref": "AWS::NoValue"}]}
+    for name in ("ProcessPaymentFunction", "PaymentActionsFunction", "ProcessorEventsFunction"):
+        assert _variables(template, functions[name])["PAYMENT_PROCESSOR"] == local, name
+    # The webhook settings: the queue URLs only where they are used, the delivery's parameters, the field key.
+    queue, dead_letter = {"Ref": "WebhookQueue"}, {"Ref": "WebhookDeadLetterQueue"}
+    using = {name: {v for v in _variables(template, f) if v.startswith(("PAYMENT_WEBHOOK_", "PAYMENT_KMS_"))}
+             for name, f in functions.items()}  # fmt: skip
+    assert {name: used for name, used in using.items() if used} == {
+        "WebhookEventsFunction": {"PAYMENT_WEBHOOK_QUEUE_URL"},
+        "WebhookDeliveryFunction": {"PAYMENT_WEBHOOK_QUEUE_URL", "PAYMENT_WEBHOOK_DEAD_LETTER_QUEUE_URL",
+                                    "PAYMENT_WEBHOOK_MAX_ATTEMPTS", "PAYMENT_WEBHOOK_BACKOFF_BASE_S",
+                                    "PAYMENT_WEBHOOK_TIMEOUT_S", "PAYMENT_KMS_KEY_ID"},
+    }  # fmt: skip
+    assert _variables(template, functions["WebhookEventsFunction"])["PAYMENT_WEBHOOK_QUEUE_URL"] == queue
+    assert "PAYMENT_SECRETS_ID" not in _variables(template, functions["WebhookEventsFunction"])  # no key needed
+    delivery = _variables(template, functions["WebhookDeliveryFunction"])
+    assert delivery["PAYMENT_WEBHOOK_QUEUE_URL"] == queue
+    assert delivery["PAYMENT_WEBHOOK_DEAD_LETTER_QUEUE_URL"] == dead_letter
+    assert delivery["PAYMENT_WEBHOOK_MAX_ATTEMPTS"] == {"Ref": "WebhookMaxAttempts"}
+    assert delivery["PAYMENT_WEBHOOK_BACKOFF_BASE_S"] == {"Ref": "WebhookBackoffBaseSeconds"}
+    assert delivery["PAYMENT_WEBHOOK_TIMEOUT_S"] == {"Ref": "WebhookTimeoutSeconds"}
+    assert delivery["PAYMENT_KMS_KEY_ID"] == {"Fn::GetAtt": ["FieldEncryptionKey", "Arn"]}  # an ARN: strict provider
+    assert delivery["PAYMENT_SECRETS_ID"] == {"Ref": "SecretsName"}  # the field keys
     assert template["Parameters"]["JwtAudience"]["MinLength"] == 1  # the handlers fail closed without one
     reconcile = _variables(template, functions["ReconcileFunction"])
     assert reconcile["PAYMENT_RECON_REPORT_PREFIX"] == {"Ref": "ReportPrefix"} and "PAYMENT_SECRETS_ID" not in reconcile
@@ -213,7 +270,9 @@ def test_the_settlement_bucket_triggers_reconcile_under_its_prefix_with_a_failur
     assert "ReportsOutsideTheSettlementPrefix" in template["Rules"]
 
 
-def test_the_kms_keys_are_administered_by_the_account_and_grant_the_functions_nothing(template: dict) -> None:
+def test_the_kms_keys_are_administered_by_the_account_and_only_the_delivery_decrypts_webhook_secrets(
+    template: dict,
+) -> None:
     keys = {name: r["Properties"] for name, r in template["Resources"].items() if r["Type"] == "AWS::KMS::Key"}
     assert {(k["KeySpec"], k["KeyUsage"]) for k in keys.values()} == {
         ("SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT"),
@@ -223,7 +282,12 @@ def test_the_kms_keys_are_administered_by_the_account_and_grant_the_functions_no
     for key in keys.values():
         (statement,) = key["KeyPolicy"]["Statement"]
         assert statement["Principal"] == {"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}}
-    assert "kms:" not in yaml.safe_dump([f["Policies"] for f in _functions(template).values()])
+    functions = _functions(template)
+    assert "kms:" not in yaml.safe_dump([f["Policies"] for n, f in functions.items() if n != "WebhookDeliveryFunction"])
+    kms = [s for s in functions["WebhookDeliveryFunction"]["Policies"][0]["Statement"] if "kms:" in yaml.safe_dump(s)]
+    assert kms == [{"Sid": "DecryptSigningSecretsOnly", "Effect": "Allow", "Action": "kms:Decrypt",
+                    "Resource": {"Fn::GetAtt": ["FieldEncryptionKey", "Arn"]},
+                    "Condition": {"StringEquals": {"kms:EncryptionContext:purpose": "webhook-secret"}}}]  # fmt: skip
 
 
 def test_the_http_api_has_an_optional_jwt_authorizer_throttling_and_access_logs(template: dict) -> None:
@@ -234,9 +298,12 @@ def test_the_http_api_has_an_optional_jwt_authorizer_throttling_and_access_logs(
                                                              "Audience": [{"Ref": "JwtAudience"}]}  # fmt: skip
     routes = {r["Properties"]["RouteKey"]: r["Properties"] for r in resources.values()
               if r["Type"] == "AWS::ApiGatewayV2::Route"}  # fmt: skip
-    assert sorted(routes) == ["GET /payments", "GET /payments/{id}", "POST /payments"]
-    for route in routes.values():
-        assert route["AuthorizationType"] == {"Fn::If": ["HasIssuer", "JWT", "NONE"]}
+    assert sorted(routes) == sorted(ROUTES)
+    for key, route in routes.items():
+        if key == "POST /processor/events":  # signed by the processor: never a merchant's token
+            assert route["AuthorizationType"] == "NONE" and "AuthorizerId" not in route
+            continue
+        assert route["AuthorizationType"] == {"Fn::If": ["HasIssuer", "JWT", "NONE"]}, key
         assert route["AuthorizerId"] == {"Fn::If": ["HasIssuer", {"Ref": "JwtAuthorizer"}, {"Ref": "AWS::NoValue"}]}
     stage = resources["PaymentsApiStage"]["Properties"]
     assert stage["DefaultRouteSettings"] == {"ThrottlingRateLimit": {"Ref": "ApiRateLimit"},
@@ -248,6 +315,108 @@ def test_the_http_api_has_an_optional_jwt_authorizer_throttling_and_access_logs(
     for permission in permissions:  # this API's routes only
         parts = permission["SourceArn"]["Fn::Join"][1]
         assert parts[-2] == {"Ref": "PaymentsApi"} and parts[-1].startswith("/*/"), parts
+
+
+ROUTES = {"POST /payments": "ProcessPaymentFunction", "GET /payments": "QueryPaymentsFunction",
+          "GET /payments/{id}": "QueryPaymentsFunction", "POST /payments/{id}/capture": "PaymentActionsFunction",
+          "POST /payments/{id}/refunds": "PaymentActionsFunction", "POST /payments/{id}/void": "PaymentActionsFunction",
+          "POST /processor/events": "ProcessorEventsFunction"}  # fmt: skip
+
+
+def test_each_route_reaches_its_function_and_each_function_is_invocable_on_its_own_routes_only(template: dict) -> None:
+    """Route -> integration -> function as ROUTES says; the Lambda permissions' source ARNs (stage/method/path, a
+    path parameter as *) let the API invoke a function for its own routes, and for no other route."""
+    resources = template["Resources"]
+    integrations = {name: r["Properties"]["IntegrationUri"]["Fn::GetAtt"][0] for name, r in resources.items()
+                    if r["Type"] == "AWS::ApiGatewayV2::Integration"}  # fmt: skip
+    routes = {r["Properties"]["RouteKey"]: r["Properties"] for r in resources.values()
+              if r["Type"] == "AWS::ApiGatewayV2::Route"}  # fmt: skip
+    target = {key: integrations[re.fullmatch(r"integrations/\$\{(\w+)\}", r["Target"]["Fn::Sub"])[1]]
+              for key, r in routes.items()}  # fmt: skip
+    assert target == ROUTES
+    permissions = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Lambda::Permission"]
+    assert {(p["Principal"], p["Action"]) for p in permissions} == {
+        ("apigateway.amazonaws.com", "lambda:InvokeFunction")
+    }
+    patterns = [(p["FunctionName"]["Ref"], p["SourceArn"]["Fn::Join"][1][-1]) for p in permissions]
+
+    def request(key: str) -> str:  # the end of the source ARN of a request on this route: /<stage>/<method><path>
+        method, path = key.split(" ")
+        return f"/$default/{method}" + re.sub(r"\{[^}]+\}", "pay_123", path)
+
+    def invoked(source: str) -> set[str]:  # the functions such a request may invoke (IAM's * matches "/" too)
+        return {function for function, pattern in patterns if fnmatch.fnmatchcase(source, pattern)}
+
+    for key, function in ROUTES.items():
+        assert invoked(request(key)) == {function}, key
+    for function, pattern in patterns:  # each permission serves one of its own function's routes
+        assert any(ROUTES[key] == function and fnmatch.fnmatchcase(request(key), pattern) for key in ROUTES), pattern
+    for stray in ("POST /payments/{id}", "GET /processor/events", "PUT /payments", "POST /payments/{id}/captures"):
+        assert invoked(request(stray)) == set(), stray  # no route, no function
+    outputs = template["Outputs"]
+    assert outputs["ProcessorEventsUrl"]["Value"]["Fn::Sub"].endswith("/processor/events")
+
+
+def test_every_function_has_a_log_group_with_the_retention(template: dict) -> None:
+    groups = {r["Properties"]["LogGroupName"]["Fn::Sub"]: r["Properties"] for r in template["Resources"].values()
+              if r["Type"] == "AWS::Logs::LogGroup"}  # fmt: skip
+    for name in _functions(template):
+        assert groups[f"/aws/lambda/${{{name}}}"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}, name
+
+
+# -- merchant webhooks: the FIFO delivery queue and its dead letters -------------------------------------------------
+
+
+def test_the_webhook_queues_are_fifo_with_the_dead_letter_queue_as_a_backstop_after_the_workers_last_attempt(
+    template: dict,
+) -> None:
+    resources, parameters = template["Resources"], template["Parameters"]
+    queue, dead_letter = resources["WebhookQueue"]["Properties"], resources["WebhookDeadLetterQueue"]["Properties"]
+    for properties in (queue, dead_letter):
+        assert properties["FifoQueue"] is True and properties["ContentBasedDeduplication"] is False  # explicit ids
+        assert properties["SqsManagedSseEnabled"] is True
+        assert "QueueName" not in properties  # CloudFormation names it (with the .fifo suffix)
+    assert dead_letter["MessageRetentionPeriod"] == 1_209_600  # 14 days
+    assert queue["MessageRetentionPeriod"] >= 4 * 86_400
+    # High throughput: a deduplication id never leaves its message group (<endpoint>:<payment>).
+    assert (queue["DeduplicationScope"], queue["FifoThroughputLimit"]) == ("messageGroup", "perMessageGroupId")
+    redrive = queue["RedrivePolicy"]
+    assert redrive["deadLetterTargetArn"] == {"Fn::GetAtt": ["WebhookDeadLetterQueue", "Arn"]}
+    index, counts = redrive["maxReceiveCount"]["Fn::Select"]
+    assert index == {"Ref": "WebhookMaxAttempts"}
+    attempts = parameters["WebhookMaxAttempts"]
+    assert (attempts["Type"], attempts["Default"]) == ("Number", 5)
+    assert attempts["MinValue"] >= 1 and len(counts) == attempts["MaxValue"] + 1  # every allowed value selects one
+    # The worker gives up itself at attempt n, counted in its log; SQS counts receives, and a message is received
+    # unattempted behind its group's failing messages in a batch (up to batch size - 1 of them, n attempts each):
+    # the redrive must wait for more than all of those, and 5 receives Lambda may return unprocessed (throttling).
+    batch = _functions(template)["WebhookDeliveryFunction"]["Events"]["Deliveries"]["Properties"]["BatchSize"]
+    for n in range(attempts["MinValue"], attempts["MaxValue"] + 1):
+        receives = n + (batch - 1) * n  # its own attempts and its blocked receives, every attempt failing
+        assert counts[n] == receives + 5 <= 1000, n  # SQS's maximum maxReceiveCount is 1000
+    # The delivery function on the queue: batches of 10, partial batch responses; the queue's visibility timeout at
+    # least 6 x the function's timeout (AWS's advice), which fits a batch of the slowest allowed attempts.
+    functions = _functions(template)
+    delivery = functions["WebhookDeliveryFunction"]
+    (source,) = delivery["Events"].values()
+    assert source == {"Type": "SQS", "Properties": {"Queue": {"Fn::GetAtt": ["WebhookQueue", "Arn"]}, "BatchSize": 10,
+                                                    "FunctionResponseTypes": ["ReportBatchItemFailures"]}}  # fmt: skip
+    assert queue["VisibilityTimeout"] >= 6 * delivery["Timeout"]
+    timeout = parameters["WebhookTimeoutSeconds"]
+    assert delivery["Timeout"] >= source["Properties"]["BatchSize"] * timeout["MaxValue"] + 10
+    # The parameters' defaults are the settings', and their ranges are ones the settings accept.
+    fields = {"WebhookMaxAttempts": "webhook_max_attempts", "WebhookBackoffBaseSeconds": "webhook_backoff_base_s",
+              "WebhookTimeoutSeconds": "webhook_timeout_s"}  # fmt: skip
+    for name, field in fields.items():
+        assert parameters[name]["Type"] == "Number" and parameters[name]["Default"] == getattr(Settings(), field)
+        for value in (parameters[name]["MinValue"], parameters[name]["MaxValue"]):
+            Settings(**{field: value})  # accepted (raises ConfigurationError otherwise)
+    # Nothing but the delivery function consumes the queue; only the producer and the worker know its URL.
+    consumers = {n for n, f in functions.items() for e in f.get("Events", {}).values() if e["Type"] == "SQS"}
+    assert consumers == {"WebhookDeliveryFunction"}
+    outputs = template["Outputs"]
+    assert outputs["WebhookQueueUrl"]["Value"] == {"Ref": "WebhookQueue"}
+    assert outputs["WebhookDeadLetterQueueUrl"]["Value"] == {"Ref": "WebhookDeadLetterQueue"}
 
 
 # -- the distributed reconciliation (ReconcileStateMachine) ------------------------------------------------------------

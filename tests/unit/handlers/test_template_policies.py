@@ -7,6 +7,13 @@ the settings are built from the function's environment *as the template sets it*
 Secrets Manager as deployed), then the handler runs: process (create with and without a card, replay, a payload
 reused under the key, a decline and its replay, processor timeouts before and after the charge and the retries),
 query (list, filters, pages, total, one payment, a missing one),
+actions (capture, refund, void, a replay from the failed claim's image and one from the read an engine without it
+needs, a refusal, a missing payment, a card's capture and its refund through the simulated processor, the refund's
+answer lost and resolved from the ledger), processor events (a dispute, its duplicate, a forged notification, a late
+authorisation outcome), the webhook producer on the payments stream (a merchant with endpoints, one without) and
+the deliverer on what it enqueued (delivered, a failure and its backoff, a blocked message released, a disabled
+endpoint, a last attempt dead-lettered; KMS calls carry their encryption context, which the deliverer's conditioned
+grant is checked against),
 reconcile (a settlement file that runs out of time and cannot invoke itself, so the follow-up event is parked on the
 failure queue; its re-drive runs out of time again, continues by invoking itself, and is delivered again; a file
 above ReconDistributedBytes handed to the state machine, twice, then again after its execution was stopped: the
@@ -24,6 +31,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -31,6 +39,7 @@ from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
+from unittest import mock
 from urllib.parse import quote_plus
 
 import boto3
@@ -39,19 +48,34 @@ import yaml
 from moto import mock_aws
 
 from payment_examples.checkout.processor import Fault, LocalProcessor
+from payment_examples.checkout.processor_events import authorization_outcome, dispute_created, notification
 from payment_examples.checkout.service import Checkout
 from payment_examples.core import aws, secrets
 from payment_examples.core.clock import FixedClock, SeededIds, SteppingClock
 from payment_examples.core.config import Settings, use_settings
+from payment_examples.core.errors import ProcessorTimeoutError
 from payment_examples.encryption.customers import CustomerService
 from payment_examples.engine.local import create_kms_key
 from payment_examples.engine.stream import EventSourceConfig, StreamPoller
-from payment_examples.handlers import process, query, reconcile, settlement_map, stream
+from payment_examples.handlers import (
+    actions,
+    process,
+    processor_events,
+    query,
+    reconcile,
+    settlement_map,
+    stream,
+    webhook_delivery,
+    webhook_events,
+)
+from payment_examples.idempotency import IdempotencyMiddleware
 from payment_examples.payments.seed import seed_payments
 from payment_examples.payments.service import PaymentService
 from payment_examples.reconciliation.generator import SettlementScenario, create_scenario_payments, settlement_bytes
 from payment_examples.reconciliation.reconciler import Reconciler
-from payment_examples.tables.models import bind_models, create_tables, get_models
+from payment_examples.tables.models import bind_models, create_tables, get_models, payment_id_for
+from payment_examples.webhooks.delivery import Deliverer
+from payment_examples.webhooks.endpoints import PURPOSE, WebhookEndpoints
 from tests.api_events import api_event, token
 from tests.aws_calls import ACCOUNT, PARTITION, REGION, Call, observed_calls, permissions, table_arn
 from tests.conftest import V1
@@ -59,11 +83,13 @@ from tests.conftest import V1
 TEMPLATE = yaml.safe_load((Path(__file__).resolve().parents[3] / "template.yaml").read_text())
 STACK = "teststack"
 # Thresholds for small files: the file of 251 rows (24 kB) is reconciled by the function, the one of 302 (29 kB) by
-# the state machine, whose plan cuts it into three ranges that the Map batches as two and one.
+# the state machine, whose plan cuts it into three ranges that the Map batches as two and one. A webhook's second
+# attempt is its last.
 PARAMETERS = {"TablePrefix": "stack-", "SecretsName": "payments/keys", "SettlementBucketName": "settlements-test",
               "Processor": "local", "ReconDistributedBytes": "26000", "ReconRowsPerRange": "120",
-              "ReconRangesPerBatch": "2"}  # fmt: skip
-KEYS = {"jwt_secret": "jwt-secret-held-in-secrets-manager-0123456789", "cursor_secret": "c" * 40}
+              "ReconRangesPerBatch": "2", "WebhookMaxAttempts": "2"}  # fmt: skip
+KEYS = {"jwt_secret": "jwt-secret-held-in-secrets-manager-0123456789", "cursor_secret": "c" * 40,
+        "processor_webhook_secret": "p" * 40, "field_keys": V1}  # fmt: skip
 AUDIENCE = "payments-api"
 
 # Granted, though no flow here reaches them: (function, action, resource suffix) -> why. An entry needs a reason (a
@@ -132,8 +158,13 @@ def _ref(name: str, parameters: dict[str, str]) -> Any:
 
 
 def _queue_name(name: str) -> str:
-    assert "QueueName" not in TEMPLATE["Resources"][name]["Properties"], name
-    return f"{STACK}-{name}-AbCdEf012345"  # no QueueName: CloudFormation names it
+    properties = TEMPLATE["Resources"][name]["Properties"]
+    assert "QueueName" not in properties, name  # no QueueName: CloudFormation names it (a FIFO queue with .fifo)
+    return f"{STACK}-{name}-AbCdEf012345" + (".fifo" if properties.get("FifoQueue") else "")
+
+
+# The ids CloudFormation's KMS makes up; the flows create their keys with these (_key).
+KEY_IDS = {"FieldEncryptionKey": "0f1e2d3c-4b5a-4697-8877-665544332211"}
 
 
 def _arn(name: str, parameters: dict[str, str]) -> str:
@@ -148,6 +179,8 @@ def _arn(name: str, parameters: dict[str, str]) -> str:
         return f"arn:{PARTITION}:iam::{ACCOUNT}:role/{STACK}-{name}-AbCdEf012345"
     if resource["Type"] == "AWS::SQS::Queue":
         return f"arn:{PARTITION}:sqs:{REGION}:{ACCOUNT}:{_queue_name(name)}"
+    if resource["Type"] == "AWS::KMS::Key":
+        return f"arn:{PARTITION}:kms:{REGION}:{ACCOUNT}:key/{KEY_IDS[name]}"
     return f"arn:{PARTITION}:<{name}>"
 
 
@@ -194,20 +227,35 @@ def _statements(function: str, parameters: dict[str, str]) -> list[dict]:
     return statements
 
 
-def _grants(function: str, parameters: dict[str, str]) -> set[tuple[str, str]]:
-    """Every (action, resource pattern) the function's policy allows."""
-    grants = set()
+# A grant is (action, resource pattern), or (action, resource pattern, condition) for a statement with a Condition:
+# the only form allowed is StringEquals on KMS encryption-context keys, as frozenset({(condition key, value)}). A
+# need is (action, resource), or (action, resource, context) for a KMS call: the same form, from its
+# EncryptionContext; a conditioned grant allows a need only when the call's context holds every pair.
+_CONTEXT = "kms:EncryptionContext:"
+
+
+def _grants(function: str, parameters: dict[str, str]) -> set[tuple]:
+    """Every (action, resource pattern[, condition]) the function's policy allows."""
+    grants: set[tuple] = set()
     for statement in _statements(function, parameters):
-        assert statement["Effect"] == "Allow" and "Condition" not in statement and "NotAction" not in statement
+        assert statement["Effect"] == "Allow" and "NotAction" not in statement and "NotResource" not in statement
+        condition: tuple = ()
+        if "Condition" in statement:
+            (operator, pairs), *others = statement["Condition"].items()
+            assert operator == "StringEquals" and not others, statement  # the one form _allows understands
+            assert all(key.startswith(_CONTEXT) and isinstance(value, str) for key, value in pairs.items()), pairs
+            condition = (frozenset(pairs.items()),)
         actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
         resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
-        grants |= {(action, resource) for action in actions for resource in resources}
+        grants |= {(action, resource, *condition) for action in actions for resource in resources}
     return grants
 
 
-def _allows(grant: tuple[str, str], need: tuple[str, str]) -> bool:
+def _allows(grant: tuple, need: tuple) -> bool:
     # IAM wildcards: "*" any run of characters, "?" one; actions are case-insensitive.
-    return fnmatch.fnmatchcase(need[0].lower(), grant[0].lower()) and fnmatch.fnmatchcase(need[1], grant[1])
+    if not (fnmatch.fnmatchcase(need[0].lower(), grant[0].lower()) and fnmatch.fnmatchcase(need[1], grant[1])):
+        return False
+    return len(grant) == 2 or (len(need) == 3 and grant[2] <= need[2])
 
 
 def _environment(function: str, parameters: dict[str, str]) -> dict[str, str]:
@@ -222,15 +270,16 @@ def _definition(parameters: dict[str, str] = PARAMETERS) -> dict:
                                parameters))  # fmt: skip
 
 
-def _needs(call: Call) -> list[tuple[str, str]]:
-    """tests/aws_calls.permissions, and the Step Functions and SQS calls the reconcile handler makes."""
+def _needs(call: Call) -> list[tuple]:
+    """tests/aws_calls.permissions, the Step Functions calls the reconcile handler makes, and a KMS call's
+    encryption context (what a grant's condition is checked against)."""
     if (call.service, call.operation) == ("states", "StartExecution"):
         return [("states:StartExecution", call.params["stateMachineArn"])]
     if (call.service, call.operation) == ("states", "DescribeExecution"):
         return [("states:DescribeExecution", call.params["executionArn"])]
-    if (call.service, call.operation) == ("sqs", "SendMessage"):  # https://sqs.<region>.<domain>/<account>/<name>
-        host, account, name = call.params["QueueUrl"].removeprefix("https://").split("/")
-        return [("sqs:SendMessage", f"arn:{PARTITION}:sqs:{host.split('.')[1]}:{account}:{name}")]
+    if call.service == "kms":
+        context = frozenset((_CONTEXT + k, v) for k, v in (call.params.get("EncryptionContext") or {}).items())
+        return [(*need, context) for need in permissions(call)]
     return permissions(call)
 
 
@@ -580,6 +629,205 @@ def _run_stream_consumer() -> list[Call]:
         return recorder.calls
 
 
+def _run_actions() -> list[Call]:
+    """Capture, refund and void (a capture replayed, once from the failed claim's ALL_OLD image and once from the
+    consistent read an engine without that image needs, a void the state machine refuses, a payment that is not
+    found), and a card's capture and refund through the simulated processor (the refund's answer lost: the retry
+    resolves it from the ledger)."""
+    strip = []  # the next claim's failure comes back without its ALL_OLD image (what dynalite answers)
+
+    def without_old_image(call: Call) -> Any:  # before-call: the serialised request
+        claim = (call.service, call.operation) == ("dynamodb", "PutItem") and json.loads(call.params["body"])[
+            "TableName"].endswith("idempotency")  # fmt: skip
+        if not (strip and claim):
+            return None
+        strip.clear()
+        return 400, {"Error": {"Code": "ConditionalCheckFailedException", "Message": "The conditional request failed"}}
+
+    with mock_aws(), observed_calls(intercept=without_old_image) as recorder:
+        settings = _deployed_settings("PaymentActionsFunction", recorder)
+        assert settings.processor == "local" and settings.jwt_audience == AUDIENCE
+        with recorder.paused():
+            writer = Settings(table_prefix=PARAMETERS["TablePrefix"], processor="local")
+            with use_settings(writer):
+                service = PaymentService(models=get_models(writer))
+                plain, other = (service.create_payment("merchant-1", key, 1250, "USD").payment for key in ("p", "o"))
+                for payment in (plain, other):
+                    service.authorize("merchant-1", payment.id, actor="api")
+                checkout = Checkout(service, LocalProcessor(settings=writer), sleep=lambda _: None)
+                card = checkout.create_and_authorize("merchant-1", "card", 1250, "USD", "pm_card_visa").payment
+        auth = {"Authorization": f"Bearer {token(KEYS['jwt_secret'], aud=AUDIENCE)}"}
+
+        def post(payment_id: str, action: str, key: str, body: Any = None, handler: Any = actions.handler) -> int:
+            event = api_event("2.0", "POST", f"/payments/{payment_id}/{action}", body=body,
+                              headers=auth | {"Idempotency-Key": key}, path_parameters={"id": payment_id})  # fmt: skip
+            return handler(event, None)["statusCode"]
+
+        with use_settings(settings):
+            assert post(plain.id, "capture", "a-1") == 200
+            assert post(plain.id, "capture", "a-1") == 200  # replayed from the failed claim's image
+            strip.append(True)
+            assert post(plain.id, "capture", "a-1") == 200  # replayed from the consistent read
+            assert not strip
+            assert post(plain.id, "refunds", "a-2", {"amount": 250, "reason": "damaged"}) == 201
+            assert post(other.id, "void", "a-3") == 200
+            assert post(plain.id, "void", "a-4") == 422  # refused (stored and replayed like a success)
+            assert post("no-such-payment", "capture", "a-5") == 404  # the claim released
+            assert post(card.id, "capture", "c-1") == 200  # at the processor, then recorded
+            service = PaymentService(models=get_models(settings))
+            processor = LocalProcessor(settings=settings)
+            flaky = actions.make_handler(service, Checkout(service, processor, sleep=lambda _: None),
+                                         IdempotencyMiddleware(settings=settings))  # fmt: skip
+            processor.inject(Fault.TIMEOUT_AFTER)
+            assert post(card.id, "refunds", "c-2", {"amount": 300}, flaky) == 503  # refunded, the answer lost
+            assert post(card.id, "refunds", "c-2", {"amount": 300}, flaky) == 201  # resolved from the ledger
+        with use_settings(writer), recorder.paused():
+            assert service.read_payment("merchant-1", card.id).refunded_amount == 300
+        return recorder.calls
+
+
+def _key(name: str) -> str:
+    """The KMS key ``name`` as CloudFormation would make it, with the id the template resolves to (KEY_IDS)."""
+    with mock.patch("moto.kms.models.generate_key_id", return_value=KEY_IDS[name]):
+        arn = boto3.client("kms", region_name=REGION).create_key()["KeyMetadata"]["Arn"]
+    assert arn == _arn(name, PARAMETERS)
+    return arn
+
+
+def _run_processor_events() -> list[Call]:
+    """The processor's notifications: a dispute opened on a captured card payment, the same notification delivered
+    again (a duplicate), a forged one, and the late outcome of an authorisation whose answer was lost (the simulated
+    processor's ledger decides)."""
+    with mock_aws(), observed_calls() as recorder:
+        settings = _deployed_settings("ProcessorEventsFunction", recorder)
+        assert settings.processor_webhook_secret == KEYS["processor_webhook_secret"] and settings.processor == "local"
+        with recorder.paused():
+            writer = Settings(table_prefix=PARAMETERS["TablePrefix"], processor="local")
+            with use_settings(writer):
+                service = PaymentService(models=get_models(writer))
+                processor = LocalProcessor(settings=writer)
+                checkout = Checkout(service, processor, sleep=lambda _: None)
+                card = checkout.create_and_authorize("merchant-1", "card", 1250, "USD", "pm_card_visa").payment
+                card = checkout.capture("merchant-1", card.id, actor="api").payment
+                processor.inject(Fault.TIMEOUT_AFTER)
+                with pytest.raises(ProcessorTimeoutError):
+                    checkout.create_and_authorize("merchant-1", "lost", 700, "USD", "pm_card_visa")
+                lost = service.read_payment("merchant-1", payment_id_for("merchant-1", "lost"))
+                charge = processor.find(lost.processor_call.key)
+        secret, now = KEYS["processor_webhook_secret"], int(time.time())  # the handler checks against its clock
+
+        def post(event_id: str, kind: str, obj: dict, *, key: str = secret) -> dict:
+            body, headers = notification(kind, obj, secret=key, created=now, event_id=event_id)
+            event = api_event("2.0", "POST", "/processor/events", headers=headers, body=body.decode())
+            response = processor_events.handler(event, None)
+            return {"status": response["statusCode"], **json.loads(response["body"])}
+
+        with use_settings(settings):
+            dispute = dispute_created(card, dispute_id="dp_flow1")
+            assert post("pev_01", *dispute)["outcome"] == "applied"
+            assert post("pev_01", *dispute)["outcome"] == "duplicate"  # delivered again: one read, nothing written
+            assert post("pev_02", *dispute, key="x" * 40)["status"] == 400  # forged: refused before any read
+            assert post("pev_03", *authorization_outcome(lost, charge))["outcome"] == "applied"  # from the ledger
+        with use_settings(writer), recorder.paused():
+            assert service.read_payment("merchant-1", card.id).status == "charged_back"
+            assert service.read_payment("merchant-1", lost.id).processor_call is None
+        return recorder.calls
+
+
+def _sqs_event(messages: list[dict], queue: str) -> dict:
+    """Lambda's SQS event for received ``messages`` (what the event source mapping hands the function)."""
+    return {"Records": [{"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
+                         "attributes": m["Attributes"], "messageAttributes": {}, "md5OfBody": m["MD5OfBody"],
+                         "eventSource": "aws:sqs", "eventSourceARN": _arn(queue, PARAMETERS), "awsRegion": REGION}
+                        for m in messages]}  # fmt: skip
+
+
+# One run: the producer's calls on the payments stream, then the deliverer's on the messages it enqueued.
+@cache
+def _run_webhooks() -> dict[str, list[Call]]:
+    """The producer (WebhookEventsFunction) on a payment's create, authorisation and capture, whose merchant has
+    three endpoints (one for every event, one for created and captured, one for captured), and on another
+    merchant's payment (no endpoints: one query, nothing sent). The deliverer (WebhookDeliveryFunction) on what it
+    enqueued: delivered, a failed first attempt (its backoff set, the group's next message made visible again),
+    the endpoint disabled meanwhile (given up, no HTTP), then the failed message's last attempt (logged failed,
+    moved to the dead-letter queue) and the next one's first."""
+    with mock_aws(), observed_calls() as recorder:
+        settings = _deployed_settings("WebhookEventsFunction", recorder)
+        sqs = boto3.client("sqs", region_name=REGION)
+        with recorder.paused():
+            fifo = {"FifoQueue": "true", "ContentBasedDeduplication": "false"}
+            queue = sqs.create_queue(QueueName=_queue_name("WebhookQueue"), Attributes=fifo)["QueueUrl"]
+            dead = sqs.create_queue(QueueName=_queue_name("WebhookDeadLetterQueue"), Attributes=fifo)["QueueUrl"]
+            assert settings.webhook_queue_url == queue
+            writer = Settings(
+                table_prefix=PARAMETERS["TablePrefix"], field_keys=V1, kms_key_id=_key("FieldEncryptionKey")
+            )
+            with use_settings(writer):  # the CLI's (webhooks add), and the API's changes
+                endpoints = WebhookEndpoints(settings=writer)
+                every, _ = endpoints.add("merchant-1", "https://merchant-1.example/every")
+                down, _ = endpoints.add("merchant-1", "https://merchant-1.example/down",
+                                        events=["payment.created", "payment.captured"])  # fmt: skip
+                gone, _ = endpoints.add("merchant-1", "https://merchant-1.example/gone", events=["payment.captured"])
+                service = PaymentService(models=get_models(writer))
+                payment = service.create_payment("merchant-1", "k-1", 1250, "USD").payment
+                service.authorize("merchant-1", payment.id, actor="api")
+                service.capture("merchant-1", payment.id, actor="api")
+                service.create_payment("merchant-2", "k-2", 990, "EUR")
+                events: list[dict] = []
+                StreamPoller(get_models(writer).payment.Meta.table_name, lambda event, _: events.append(event),
+                             settings=writer, config=EventSourceConfig(batch_size=2)).drain()  # fmt: skip
+        with use_settings(settings):
+            for event in events:
+                assert webhook_events.handler(event, None) == {"batchItemFailures": []}
+        calls = {"WebhookEventsFunction": list(recorder.calls)}
+        start = len(recorder.calls)
+        deliverer_settings = Settings.from_env(_environment("WebhookDeliveryFunction", PARAMETERS))  # reads the keys
+        assert (deliverer_settings.webhook_queue_url, deliverer_settings.webhook_dead_letter_queue_url) == (queue, dead)
+        assert deliverer_settings.webhook_max_attempts == 2 and deliverer_settings.field_keys == V1
+        with recorder.paused():
+            sent = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["ApproximateNumberOfMessages"])
+            assert sent["Attributes"]["ApproximateNumberOfMessages"] == str(3 + 2 + 1)  # every, down, gone
+            with use_settings(writer):
+                endpoints.disable("merchant-1", gone.endpoint_id)  # after its message was enqueued
+        posted: list[str] = []
+
+        def http(url: str, body: bytes, headers: dict[str, str], timeout: float) -> tuple[int | None, str | None]:
+            assert headers["Payment-Signature"].startswith("t=") and timeout == 5.0
+            posted.append(url)
+            return (200, None) if url == every.url else (503, None)
+
+        def receive() -> dict:
+            with recorder.paused():
+                messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, AttributeNames=["All"])
+            return _sqs_event(messages.get("Messages", []), "WebhookQueue")
+
+        with use_settings(deliverer_settings):
+            deliver = webhook_delivery.make_handler(Deliverer(endpoints=WebhookEndpoints(settings=deliverer_settings),
+                                                              settings=deliverer_settings, http=http))  # fmt: skip
+            first = receive()
+            assert len(first["Records"]) == 6
+            failures = {f["itemIdentifier"] for f in deliver(first, None)["batchItemFailures"]}
+            assert sorted(posted) == sorted([every.url] * 3 + [down.url]), posted  # not the blocked, not the disabled
+            failed, blocked = (r for r in first["Records"] if json.loads(r["body"])["endpoint_id"] == down.endpoint_id)
+            assert json.loads(failed["body"])["type"] == "payment.created"  # the group's first: attempt 1 failed
+            assert failures == {failed["messageId"], blocked["messageId"]}  # and the captured, blocked behind it
+            with recorder.paused():  # its backoff over (the blocked message is visible already)
+                sqs.change_message_visibility(QueueUrl=queue, ReceiptHandle=failed["receiptHandle"],
+                                              VisibilityTimeout=0)  # fmt: skip
+            last = receive()
+            assert [r["attributes"]["ApproximateReceiveCount"] for r in last["Records"]] == ["2", "2"]
+            # The created event's last attempt: given up (dead-lettered, deleted); the captured one's first (the
+            # log counts attempts, not receives): it waits its backoff.
+            assert deliver(last, None) == {"batchItemFailures": [{"itemIdentifier": blocked["messageId"]}]}
+        with recorder.paused():
+            dead_letters = sqs.receive_message(QueueUrl=dead, MaxNumberOfMessages=10).get("Messages", [])
+            assert [json.loads(m["Body"])["type"] for m in dead_letters] == ["payment.created"]
+            with use_settings(writer):
+                states = sorted(d.state for d in get_models(writer).webhook_delivery.scan())
+            assert states == ["delivered"] * 3 + ["failed"] * 2 + ["pending"]
+        return calls | {"WebhookDeliveryFunction": recorder.calls[start:]}
+
+
 # The module's fixture runs every handler's flows under a recording of its calls: seconds, not in make test-fast.
 pytestmark = pytest.mark.slow
 
@@ -588,7 +836,10 @@ FLOWS = {"ProcessPaymentFunction": _run_process, "QueryPaymentsFunction": _run_q
          "ReconcilePlanFunction": lambda: _run_reconciliation()["ReconcilePlanFunction"],
          "ReconcileBatchFunction": lambda: _run_reconciliation()["ReconcileBatchFunction"],
          "ReconcileMergeFunction": lambda: _run_reconciliation()["ReconcileMergeFunction"],
-         "StreamConsumerFunction": _run_stream_consumer}  # fmt: skip
+         "StreamConsumerFunction": _run_stream_consumer, "PaymentActionsFunction": _run_actions,
+         "ProcessorEventsFunction": _run_processor_events,
+         "WebhookEventsFunction": lambda: _run_webhooks()["WebhookEventsFunction"],
+         "WebhookDeliveryFunction": lambda: _run_webhooks()["WebhookDeliveryFunction"]}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -602,6 +853,9 @@ def observed() -> dict[str, set[tuple[str, str]]]:
         bind_models.cache_clear()
         aws._client.cache_clear()
         stream._default_projectors.cache_clear()
+        processor_events._default_events.cache_clear()
+        actions._default_dependencies.cache_clear()
+        webhook_events._default_producer.cache_clear()
         result[function] = {need for call in flow() for need in _needs(call)}
     return result
 
@@ -609,17 +863,14 @@ def observed() -> dict[str, set[tuple[str, str]]]:
 # -- the checks ------------------------------------------------------------------------------------------------------
 
 
-def _denied(function: str, grants: set[tuple[str, str]], needs: set[tuple[str, str]]) -> list[tuple[str, str]]:
-    return sorted(need for need in needs if not any(_allows(grant, need) for grant in grants))
+def _denied(function: str, grants: set[tuple], needs: set[tuple]) -> list[tuple]:
+    return sorted((need for need in needs if not any(_allows(grant, need) for grant in grants)), key=repr)
 
 
-def _unused(function: str, grants: set[tuple[str, str]], needs: set[tuple[str, str]]) -> list[tuple[str, str]]:
-    return sorted(
-        grant
-        for grant in grants
-        if not any(_allows(grant, need) for need in needs)
-        and (function, grant[0], grant[1].rpartition(":")[2]) not in ALLOWED_UNOBSERVED
-    )
+def _unused(function: str, grants: set[tuple], needs: set[tuple]) -> list[tuple]:
+    unused = [grant for grant in grants if not any(_allows(grant, need) for need in needs)
+              and (function, grant[0], grant[1].rpartition(":")[2]) not in ALLOWED_UNOBSERVED]  # fmt: skip
+    return sorted(unused, key=repr)
 
 
 @pytest.mark.parametrize("function", FLOWS)
@@ -652,7 +903,7 @@ def test_the_allow_list_is_still_granted(observed: dict) -> None:
 
 
 def test_the_flows_reached_every_service_the_functions_use(observed: dict) -> None:
-    services = {f: {action.partition(":")[0] for action, _ in needs} for f, needs in observed.items()}
+    services = {f: {need[0].partition(":")[0] for need in needs} for f, needs in observed.items()}
     assert services == {
         "ProcessPaymentFunction": {"secretsmanager", "dynamodb"},
         "QueryPaymentsFunction": {"secretsmanager", "dynamodb"},
@@ -661,12 +912,16 @@ def test_the_flows_reached_every_service_the_functions_use(observed: dict) -> No
         "ReconcileBatchFunction": {"dynamodb", "s3"},
         "ReconcileMergeFunction": {"dynamodb", "s3"},
         "StreamConsumerFunction": {"dynamodb"},
+        "PaymentActionsFunction": {"secretsmanager", "dynamodb"},
+        "ProcessorEventsFunction": {"secretsmanager", "dynamodb"},
+        "WebhookEventsFunction": {"dynamodb", "sqs"},
+        "WebhookDeliveryFunction": {"secretsmanager", "dynamodb", "kms", "sqs"},
     }
 
 
 def test_no_wildcard_actions_or_resources_beyond_object_prefixes() -> None:
     for function in FLOWS:
-        for action, resource in _grants(function, PARAMETERS):
+        for action, resource, *_ in _grants(function, PARAMETERS):
             assert "*" not in action, (function, action)
             # An execution's name is its file's id: the reconcile function describes this machine's executions.
             executions = (function, action, resource) == ("ReconcileFunction", "states:DescribeExecution",
@@ -679,22 +934,51 @@ def test_no_wildcard_actions_or_resources_beyond_object_prefixes() -> None:
 def test_without_the_local_processor_no_ledger_table_and_no_grant_on_it() -> None:
     parameters = PARAMETERS | {"Processor": ""}
     assert not _condition("UseLocalProcessor", parameters)
-    grants = _grants("ProcessPaymentFunction", parameters)
-    assert not any("processor-ledger" in resource for _, resource in grants)
-    assert "PAYMENT_PROCESSOR" not in _environment("ProcessPaymentFunction", parameters)
-    ledger = _grants("ProcessPaymentFunction", PARAMETERS) - grants
-    assert ledger and all(r == table_arn("stack-processor-ledger") for _, r in ledger)
+    with_ledger = {f for f in FLOWS if any("processor-ledger" in g[1] for g in _grants(f, PARAMETERS))}
+    assert with_ledger == {"ProcessPaymentFunction", "PaymentActionsFunction", "ProcessorEventsFunction"}
+    for function in FLOWS:
+        grants = _grants(function, parameters)
+        assert not any("processor-ledger" in grant[1] for grant in grants), function
+        assert "PAYMENT_PROCESSOR" not in _environment(function, parameters), function
+        ledger = _grants(function, PARAMETERS) - grants
+        assert all(grant[1] == table_arn("stack-processor-ledger") for grant in ledger), function
+        assert bool(ledger) == (function in with_ledger), function
 
 
-def test_only_the_api_functions_can_read_the_secret_and_only_that_secret() -> None:
+def test_only_the_functions_that_need_keys_can_read_the_secret_and_only_that_secret() -> None:
+    """The API functions (JWT and cursor keys), the processor's notifications (their signing secret) and the
+    webhook deliverer (the field keys that bind the endpoints' encrypted secrets): no other function."""
+    readers = {"ProcessPaymentFunction", "QueryPaymentsFunction", "PaymentActionsFunction", "ProcessorEventsFunction",
+               "WebhookDeliveryFunction"}  # fmt: skip
+    arn = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:payments/keys-??????"
     for function in FLOWS:
         secret_grants = {g for g in _grants(function, PARAMETERS) if g[0].startswith("secretsmanager:")}
-        if function in ("ProcessPaymentFunction", "QueryPaymentsFunction"):
-            arn = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:payments/keys-??????"
-            assert secret_grants == {("secretsmanager:GetSecretValue", arn)}
-        else:
-            assert secret_grants == set()
+        assert secret_grants == ({("secretsmanager:GetSecretValue", arn)} if function in readers else set()), function
+        assert ("PAYMENT_SECRETS_ID" in _environment(function, PARAMETERS)) == (function in readers), function
     assert not any(g[0].startswith("secretsmanager:") for g in _grants(MACHINE, PARAMETERS))
+
+
+def test_the_deliverer_alone_uses_the_field_key_and_only_to_decrypt_webhook_secrets(observed: dict) -> None:
+    """The grant's encryption-context condition: a compromised deliverer (it calls URLs merchants choose) cannot
+    decrypt the customers' emails or the card vault under the same key."""
+    key = _arn("FieldEncryptionKey", PARAMETERS)
+    purpose = ("kms:EncryptionContext:purpose", PURPOSE)
+    for function in FLOWS:
+        kms = {g for g in _grants(function, PARAMETERS) if g[0].startswith("kms:")}
+        expected = {("kms:Decrypt", key, frozenset({purpose}))} if function == "WebhookDeliveryFunction" else set()
+        assert kms == expected, function
+    assert _environment("WebhookDeliveryFunction", PARAMETERS)["PAYMENT_KMS_KEY_ID"] == key
+    decrypts = [n for n in observed["WebhookDeliveryFunction"] if n[0] == "kms:Decrypt"]
+    assert decrypts and all(n[1] == key and purpose in n[2] for n in decrypts)
+    grants = _grants("WebhookDeliveryFunction", PARAMETERS)
+    merchant = ("kms:EncryptionContext:merchant_id", "merchant-1")
+    for other in ("card", "email"):
+        need = ("kms:Decrypt", key, frozenset({("kms:EncryptionContext:purpose", other), merchant}))
+        assert _denied("WebhookDeliveryFunction", grants, {need}) == [need]
+    bare = ("kms:Decrypt", key)  # no context at all
+    assert _denied("WebhookDeliveryFunction", grants, {bare}) == [bare]
+    encrypt = ("kms:GenerateDataKey", key, frozenset({purpose, merchant}))  # adding endpoints is the CLI's
+    assert _denied("WebhookDeliveryFunction", grants, {encrypt}) == [encrypt]
 
 
 # -- the state machine -----------------------------------------------------------------------------------------------
@@ -714,11 +998,17 @@ def test_only_the_reconcile_function_starts_executions_and_only_of_the_state_mac
     grants = _grants("ReconcileFunction", PARAMETERS)
     assert any(_allows(g, describe) for g in grants)
     assert not any(_allows(g, need) for g in grants for need in (child, other))
-    # Only the reconcile function sends to a queue, and only to its failure queue.
+    # The queues: the reconcile function parks on its failure queue; the webhook producer sends to the delivery
+    # queue, its worker sets backoffs there and moves what it gives up on to the dead letters. No one else.
+    webhooks, dead_letters = _arn("WebhookQueue", PARAMETERS), _arn("WebhookDeadLetterQueue", PARAMETERS)
+    expected = {
+        "ReconcileFunction": {("sqs:SendMessage", _arn("ReconcileFailureQueue", PARAMETERS))},
+        "WebhookEventsFunction": {("sqs:SendMessage", webhooks)},
+        "WebhookDeliveryFunction": {("sqs:ChangeMessageVisibility", webhooks), ("sqs:SendMessage", dead_letters)},
+    }
     for function in FLOWS:
         queues = {g for g in _grants(function, PARAMETERS) if g[0].startswith("sqs:")}
-        expected = {("sqs:SendMessage", _arn("ReconcileFailureQueue", PARAMETERS))}
-        assert queues == (expected if function == "ReconcileFunction" else set()), function
+        assert queues == expected.get(function, set()), function
     environment = _environment("ReconcileFunction", PARAMETERS)
     assert environment["PAYMENT_RECON_FAILURE_QUEUE_URL"] == _ref("ReconcileFailureQueue", PARAMETERS)
     assert environment["PAYMENT_RECON_STATE_MACHINE_ARN"] == machine
