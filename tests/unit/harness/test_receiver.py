@@ -210,7 +210,9 @@ def test_exit_hangs_up_on_a_connection_that_never_sends_a_request() -> None:
             if receiver._server and receiver._server.connections:  # type: ignore[union-attr]
                 break
             threading.Event().wait(0.01)
-    assert receiver.received == []  # the autouse fixture checks the thread is gone
+    # Nothing complete arrived, so nothing was answered (a busy machine may log the cut request, unanswered); the
+    # autouse fixture checks the thread is gone.
+    assert all(r.status is None for r in receiver.received)
 
 
 def test_exit_while_a_request_is_slow_leaves_no_thread() -> None:
