@@ -50,10 +50,12 @@ DECLINING_METHODS = {
 }
 
 
-def processor_key(payment_id: str, operation: str, version: int = 0) -> str:
+def processor_key(payment_id: str, operation: str, version: int = 0, *, request: str | None = None) -> str:
     """The idempotency key sent to the processor for ``operation`` on a payment (at ``version`` for captures and
-    refunds): derived, so every retry of the same step sends the same key."""
-    return name_based_id("processor", payment_id, operation, str(version))
+    refunds; ``request``: the API request's Idempotency-Key): derived, so every retry of the same request sends the
+    same key, and another request at the same version (after a decline, which changes no version) another one."""
+    parts = (payment_id, operation, str(version)) if request is None else (payment_id, operation, str(version), request)
+    return name_based_id("processor", *parts)
 
 
 def validate_payment_method(value: object) -> str:

@@ -17,10 +17,14 @@ A notification is delivered at least once, in any order, and retried for days un
   ``charge.dispute.closed`` ``won`` reverses it (a charged-back payment), ``lost`` keeps it. Out of order, the
   final state decides: won before its creation was seen reverses nothing (nothing was taken), lost before it
   charges back; a payment a settlement file charged back already is ``unchanged``. ``charge.refunded`` refunds its
-  amount once per refund id (a refund made in the processor's dashboard; one we made through the API names the same
-  refund in its change's detail and is ``unchanged``). ``applied`` lists the transitions an object's events made,
-  so a settlement file's rows about the same dispute or refund come out ``matched`` (reconciliation/decision.py
-  reads it), never applied twice.
+  amount once per refund id (a refund made in the processor's dashboard; one we made through the API is recorded
+  in the map by the transition that applied it, ``Checkout._apply``, and is ``unchanged``; on payments written
+  before that, its change's detail names the refund, while the kept history still holds it). ``applied`` lists
+  the transitions an object's events made, so a settlement file's rows about the same dispute or refund come out
+  ``matched`` (reconciliation/decision.py reads it), never applied twice.
+* **A processor call in flight on the payment** (``Payment.processor_call``: its answer not applied yet, so the
+  payment may not show what the processor did) defers a dispute or refund event (``ProcessorEventDeferredError``,
+  503) before anything is decided or recorded: the processor delivers it again once the call is resolved.
 * **A transition the state machine refuses** (a dispute on a voided or fully refunded payment, more than is held)
   is ``not_applicable``: logged as a warning, and recorded, so the repeat is a ``duplicate``, not decided again on
   a payment that changed since.
@@ -299,6 +303,13 @@ class ProcessorEvents:
             return Applied(EventOutcome.UNKNOWN_PAYMENT, None, "no payment with this id lives here")
         if event.kind == "authorization":
             return self._authorization(event, payment)
+        if payment.processor_call is not None:
+            # The processor may have acted on that call (a capture whose answer we lost: the payment still reads
+            # authorized, or has no charge yet): decided now, a dispute or refund could be refused, recorded and its
+            # redeliveries taken for duplicates. Nothing decided, nothing written: the processor sends it again.
+            raise ProcessorEventDeferredError(
+                f"a processor {payment.processor_call.operation} is in flight on payment {payment.id!r}", retry_after=5
+            )
         if payment.processor_reference != event.charge:
             return Applied(EventOutcome.UNKNOWN_PAYMENT, None, "the payment does not carry the event's charge")
         entries = _entries(payment)
@@ -321,10 +332,6 @@ class ProcessorEvents:
             update_unversioned(Model, payment.id, int(payment.version), [record])
             payment.processor_events = entries
             return Applied(decision.outcome, payment, decision.detail)
-        if payment.processor_call is not None:  # the transition would be refused until that call is resolved
-            raise ProcessorEventDeferredError(
-                f"a processor {payment.processor_call.operation} is in flight on payment {payment.id!r}", retry_after=5
-            )
         payment = self.service.transition(
             payment.merchant_id, payment.id, decision.operation, actor=ACTOR, amount=event.amount,
             reason=decision.reason, extend=lambda _: ([record], None), current=payment,

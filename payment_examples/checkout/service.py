@@ -14,8 +14,14 @@ a request that gives up (a processor timeout: 503) ends its lease, and a later r
 
 Captures and refunds follow the same rule (``capture``, ``refund``): the call is recorded on the payment with one
 conditional update (no other call in flight, the version read), sent, and applied by the transition. A call carries
-the API request's ``Idempotency-Key`` (handlers/actions.py), and the change that applies it carries the key in its
-detail whoever applies it, so a retry recognises its own refund among the payment's changes. A call recorded by
+the API request's ``Idempotency-Key`` (handlers/actions.py), and the change that applies it records the key whoever
+applies it (in its detail, and in ``Payment.requests`` by the same write), so a retry recognises its own refund
+however many changes came after (``change_by_request``). The processor key is derived from the payment, the
+operation, the version and that key: a decline changes no version, so another request after it sends another key
+(a caller without keys gets one per version, and must not send a declined call again at the same version: a
+deduplicating processor would answer the cached decline). An approved refund is also recorded in
+``Payment.processor_events`` under its processor reference, so the processor's ``charge.refunded`` notification of
+it is never applied a second time (processor_events.py). A call recorded by
 another request is that request's until its lease ends (resolving it sooner could send it a second time while the
 processor has no record of it yet): meeting one is a 409 with ``Retry-After`` (``ProcessorCallInFlightError``).
 The request's own call (the same key: the idempotency middleware lets one attempt at a time in) is resolved at
@@ -34,7 +40,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -63,8 +69,8 @@ from payment_examples.core.errors import (
 )
 from payment_examples.idempotency import FinalError
 from payment_examples.payments import Balances, Operation, PaymentStatus, allowed_actions, plan_transition
-from payment_examples.payments.service import PaymentService, update_unversioned
-from payment_examples.tables.models import Payment, ProcessorCallAttribute, TransitionAttribute, payment_id_for
+from payment_examples.payments.service import PaymentService, requests_of, update_unversioned
+from payment_examples.tables.models import Payment, ProcessorCallAttribute, payment_id_for
 
 # Where a worker can stop (a crash, a kill): ``on_step`` is called after each; tests kill a real process there.
 # How long a request may wait for the processor before a repeat of it, or another request, takes the call over
@@ -117,14 +123,35 @@ class ProcessorCallInFlightError(ConflictError):
         self.retry_after = retry_after
 
 
-def change_by_request(payment: Payment, operation: str, idempotency_key: str) -> TransitionAttribute | None:
-    """The kept change of ``operation`` that the request with ``idempotency_key`` made (its detail carries the key),
-    if the payment still holds it (its last ``HISTORY_LIMIT`` changes)."""
+def change_by_request(payment: Payment, operation: str, idempotency_key: str) -> int | None:
+    """The version of the change of ``operation`` that the request with ``idempotency_key`` made, if the payment
+    records it: in ``Payment.requests`` (written with the change, whatever came after it), else, for changes
+    written before that map existed, among its kept changes (the last ``HISTORY_LIMIT``; the detail carries the
+    key)."""
+    entry = requests_of(payment).get(idempotency_key)
+    if entry is not None and entry.get("op") == str(operation):
+        return int(entry["v"])
     for change in reversed(payment.transitions or ()):
         detail = change.detail.as_dict() if hasattr(change.detail, "as_dict") else change.detail or {}
         if change.type == operation and detail.get("idempotency_key") == idempotency_key:
-            return change
+            return int(change.version)
     return None
+
+
+def api_refund_entry(payment: Payment, call: ProcessorCallAttribute, charge: Charge) -> dict[str, Any]:
+    """``Payment.processor_events`` with the refund ``charge`` recorded as applied, in the format
+    checkout/processor_events.py keeps per processor object: the processor notifies refunds we made too
+    (``charge.refunded``), and this record makes that notification ``unchanged`` however many changes came after
+    (the kept history is only the last ``HISTORY_LIMIT``). ``event_id``: no notification yet, so the call's
+    processor key (never a ``pev_`` id); ``at`` 0, so any notification of it ranks later and replaces the entry."""
+    raw = payment.processor_events
+    found = raw.as_dict() if hasattr(raw, "as_dict") else dict(raw or {})
+    entries = {key: dict(value) for key, value in found.items() if isinstance(value, Mapping)}
+    entries[charge.reference] = {
+        "event_id": call.key, "at": 0, "state": "succeeded", "outcome": "applied", "amount": int(call.amount),
+        "applied": [Operation.REFUND.value],
+    }  # fmt: skip
+    return entries
 
 
 def balances_of(payment: Payment) -> Balances:
@@ -317,6 +344,7 @@ class Checkout:
         payment = self.service.transition(
             merchant_id, payment.id, Operation.VOID, actor=actor, reason=reason, current=payment,
             audit_detail={"idempotency_key": idempotency_key} if idempotency_key else None, request_id=request_id,
+            request_key=idempotency_key,
         )  # fmt: skip
         return CheckoutResult(payment, False, None)
 
@@ -344,8 +372,13 @@ class Checkout:
                 return own
         plan = plan_transition(payment.id, payment.status, balances_of(payment), operation, amount)
         Model, now = type(payment), self.clock.now()
+        # The processor key: one per request and version. A decline changes no version, so the next request (another
+        # Idempotency-Key) must send another key, or a deduplicating processor answers it the cached decline; the
+        # same request's retry sends the same one. A caller without a key gets one per version only: it must not
+        # send a declined call again at the same version (a deduplicating processor would answer the decline).
         call = ProcessorCallAttribute(
-            operation=operation.value, key=processor_key(payment.id, operation.value, payment.version),
+            operation=operation.value, key=processor_key(payment.id, operation.value, payment.version,
+                                                         request=idempotency_key),
             amount=plan.amount, started_at=now, lease_until=now + (lease or self.lease),
             idempotency_key=idempotency_key,
         )  # fmt: skip
@@ -476,10 +509,12 @@ class Checkout:
     ) -> Payment:
         Model = type(payment)
 
-        def settle(_: Payment) -> tuple[list[Action], Condition | None]:
+        def settle(read: Payment) -> tuple[list[Action], Condition | None]:
             actions = [Model.processor_call.remove()]
             if call.operation == AUTHORIZE and charge.approved:
                 actions.append(Model.processor_reference.set(charge.reference))
+            if call.operation == REFUND and charge.approved:  # its notification will find it applied
+                actions.append(Model.processor_events.set(api_refund_entry(read, call, charge)))
             return actions, Model.processor_call.key == call.key
 
         detail: dict[str, str | int] = {"processor_reference": charge.reference}
@@ -501,6 +536,7 @@ class Checkout:
         payment = self.service.transition(
             payment.merchant_id, payment.id, operation, actor=actor, amount=amount, reason=reason, extend=settle,
             current=payment, audit_detail=detail, request_id=request_id, resolves_call=call.key,
+            request_key=call.idempotency_key,
         )  # fmt: skip
         payment.processor_call = None
         logger.info("processor answer applied", payment_id=payment.id, operation=call.operation,

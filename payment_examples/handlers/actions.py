@@ -28,8 +28,10 @@ validated body). What it stores is the final *response*, replayed exactly to eve
 
 A worker that committed its change and stopped before completing the record (a crash, a timeout) leaves the claim
 in progress; after its lease the next attempt takes it over. Every change this handler makes carries the key in its
-detail (``audit_detail``, or the processor call's ``idempotency_key``, also when ``recover`` applies it), so the
-taker finds it among the payment's kept changes and answers from the payment instead of acting again.
+detail (``audit_detail``, or the processor call's ``idempotency_key``, also when ``recover`` applies it) and in
+``Payment.requests`` (key -> the version its change produced, written by the same conditional write), so the taker
+finds it however many changes came after (``change_by_request``) and answers from the payment instead of acting
+again.
 
 Card payments (``payment_method`` set) go through ``Checkout``: capture and refund at the processor (recorded on the
 payment before they are sent, so never twice), void without a processor call (the authorisation is left to expire
@@ -272,7 +274,7 @@ def _act(
     if not payment.payment_method:  # no card: the change is the payment's alone, one conditional write
         return deps.service.transition(
             merchant_id, payment.id, operation, actor=merchant_id, amount=request.amount, reason=request.reason,
-            current=payment, audit_detail={"idempotency_key": key}, request_id=request_id,
+            current=payment, audit_detail={"idempotency_key": key}, request_id=request_id, request_key=key,
         )  # fmt: skip
     if deps.checkout is None:
         raise ConfigurationError(f"payment {payment.id!r} is a card payment and no processor is configured here")

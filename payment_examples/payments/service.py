@@ -50,6 +50,7 @@ from payment_examples.core.errors import (
 )
 from payment_examples.payments.state_machine import Balances, Operation, PaymentStatus, plan_transition
 from payment_examples.tables.models import (
+    REQUESTS_LIMIT,
     TRANSFER_LIVE,
     BoundModels,
     Payment,
@@ -212,6 +213,24 @@ def transfer_in_detail(payment: Payment) -> dict[str, str | int]:
 def kept_history(payment: Payment, change: TransitionAttribute) -> list[TransitionAttribute]:
     """The payment's kept changes with ``change`` appended, the oldest dropped beyond ``HISTORY_LIMIT``."""
     return keep_latest(payment.transitions, change)
+
+
+def requests_of(payment: Payment) -> dict[str, dict[str, Any]]:
+    """A copy of ``Payment.requests`` (plain values): Idempotency-Key -> {"v": version, "op": operation}."""
+    raw = payment.requests
+    found = raw.as_dict() if hasattr(raw, "as_dict") else dict(raw or {})
+    return {str(key): dict(value) for key, value in found.items() if isinstance(value, Mapping)}
+
+
+def requests_with(payment: Payment, request_key: str, version: int, operation: str) -> dict[str, dict[str, Any]]:
+    """``Payment.requests`` with ``request_key``'s change (``version``, ``operation``) added, the oldest (by version)
+    dropped beyond ``REQUESTS_LIMIT``."""
+    kept = requests_of(payment)
+    kept[request_key] = {"v": version, "op": operation}
+    if len(kept) > REQUESTS_LIMIT:
+        latest = sorted(kept.items(), key=lambda item: int(item[1].get("v") or 0))[-REQUESTS_LIMIT:]
+        kept = dict(latest)
+    return kept
 
 
 def _detail(values: Mapping[str, Any] | None) -> dict[str, str] | None:
@@ -467,13 +486,15 @@ class PaymentService:
         audit_detail: dict[str, str | int] | None = None,
         request_id: str | None = None,
         resolves_call: str | None = None,
+        request_key: str | None = None,
     ) -> Payment:
         """Any operation of the state machine; ``extend`` adds actions and a condition to the same conditional
         update, so whatever it writes commits (or fails) together with the transition. ``current``: the payment as
         the caller just read it (saves the read; the update is still conditional on its version).
         ``audit_detail``: context for the audit entry (e.g. the settlement file and line that caused it).
         ``resolves_call``: the key of the processor call whose answer this transition applies (checkout.py); any
-        other transition is refused while a processor call is in flight."""
+        other transition is refused while a processor call is in flight. ``request_key``: the Idempotency-Key of
+        the API request this change is made for, recorded in ``Payment.requests`` by the same write."""
         try:
             operation = Operation(operation)
         except ValueError:
@@ -491,6 +512,7 @@ class PaymentService:
             audit_detail=audit_detail,
             request_id=request_id,
             resolves_call=resolves_call,
+            request_key=request_key,
         )
 
     def _transition(
@@ -508,8 +530,11 @@ class PaymentService:
         audit_detail: dict[str, str | int] | None = None,
         request_id: str | None = None,
         resolves_call: str | None = None,
+        request_key: str | None = None,
     ) -> Payment:
         identifier("actor", actor)
+        if request_key is not None:
+            identifier("request_key", request_key)
         optional_text("reason", reason, max_length=MAX_DESCRIPTION_LENGTH)
         if current is not None and current.id == payment_id and current.merchant_id == merchant_id:
             payment = current
@@ -544,6 +569,10 @@ class PaymentService:
             request_id=request_id, detail=_detail(audit_detail),
         )  # fmt: skip
         extra_actions, extra_condition = extend(payment) if extend is not None else ([], None)
+        if request_key is not None:  # the request -> change link, durable: a read-modify-write of the whole map
+            # under the version condition below (a concurrent change of the map fails it, and nothing is written)
+            requests = requests_with(payment, request_key, read_version + 1, operation.value)
+            extra_actions = [*extra_actions, Model.requests.set(requests)]
         # Live: a transfer that commits between our read and this write leaves the version as it was.
         condition = all_of(
             Model.merchant_id == merchant_id,

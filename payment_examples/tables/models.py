@@ -137,6 +137,11 @@ class TransitionAttribute(ChangeAttribute):
 HISTORY_LIMIT = 8
 
 
+# How many API requests' changes a payment remembers by key (``Payment.requests``): at most ~300 bytes each (a key
+# is at most 255 characters), so at most ~30 KB of the 400 KB an item may hold.
+REQUESTS_LIMIT = 100
+
+
 def keep_latest(kept: list[Any] | None, change: Any) -> list[Any]:
     """``kept`` with ``change`` appended, the oldest dropped beyond ``HISTORY_LIMIT``."""
     return [*(kept or [])[-(HISTORY_LIMIT - 1) :], change]
@@ -235,8 +240,16 @@ class Payment(KeepsChanges, Model):
     processor_reference = UnicodeAttribute(null=True)
     # Processor notifications (checkout/processor_events.py): per processor object (a dispute "dp_...", a refund
     # "re_...", an authorisation), the latest event applied: {"event_id", "at" (epoch seconds), "state"}. An
-    # older or repeated event of the same object changes nothing; bookkeeping, written with the transition.
+    # older or repeated event of the same object changes nothing; bookkeeping, written with the transition. A refund
+    # made through the API is entered by the transition that applies it (checkout/service.py, ``api_refund_entry``).
     processor_events = MapAttribute(null=True)
+    # The API requests that changed the payment: their Idempotency-Key -> {"v": the version their change produced,
+    # "op": its operation}, written in the SAME conditional write as that change (``PaymentService._transition``'s
+    # ``request_key``), so a retry or a takeover recognises its own change however many changes came after it (the
+    # kept history, ``transitions``, holds only the last ``HISTORY_LIMIT``). Never written without a transition, so
+    # it is no bookkeeping of its own. Bounded: only the latest ``REQUESTS_LIMIT`` (by version) are kept; a request
+    # retried after that many other requested changes of the payment is looked up in the kept history only.
+    requests = MapAttribute(null=True)
     version = VersionAttribute()
 
     @property

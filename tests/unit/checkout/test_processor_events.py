@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from payment_examples.audit.projection import PaymentProjector
-from payment_examples.checkout.processor import AUTHORIZE, Fault, LocalProcessor, processor_key
+from payment_examples.checkout.processor import AUTHORIZE, CAPTURE, Fault, LocalProcessor, processor_key
 from payment_examples.checkout.processor_events import (
     DISPUTE_CREATED,
     MAX_ATTEMPTS,
@@ -44,7 +44,14 @@ from payment_examples.reconciliation.decision import Notified, Outcome, Reported
 from payment_examples.reconciliation.reconciler import Reconciler, RunStore
 from payment_examples.reconciliation.rows import SettlementRow, SettlementStatus
 from payment_examples.reconciliation.run_store import SettlementFile
-from payment_examples.tables.models import BoundModels, Payment, ProcessorCallAttribute, bind_models, create_tables
+from payment_examples.tables.models import (
+    HISTORY_LIMIT,
+    BoundModels,
+    Payment,
+    ProcessorCallAttribute,
+    bind_models,
+    create_tables,
+)
 from tests.conftest import START
 
 M = "merchant-1"
@@ -289,6 +296,42 @@ def test_a_refund_we_made_ourselves_is_not_applied_again(rig: Rig) -> None:
     assert rig.send(refunded(payment, amount=200, refund_id="re_api"),
                     event_id="pev_01").outcome is EventOutcome.UNCHANGED  # fmt: skip
     assert int(Model.get(payment.id, consistent_read=True).refunded_amount) == 200
+
+
+def test_a_refund_we_made_through_the_api_stays_applied_after_the_history_forgets_it(rig: Rig) -> None:
+    """Checkout records its refund in ``processor_events`` with the transition: the processor's notification of it
+    is ``unchanged`` however many changes came after (the kept history holds only HISTORY_LIMIT)."""
+    payment = rig.payment()
+    first = rig.checkout.refund(M, payment.id, actor=M, amount=10, idempotency_key="r0").charge
+    for i in range(HISTORY_LIMIT):
+        rig.checkout.refund(M, payment.id, actor=M, amount=10, idempotency_key=f"r{i + 1}")
+    stored = rig.read(payment)
+    assert all(t.detail is None or t.detail.as_dict().get("processor_reference") != first.reference
+               for t in stored.transitions)  # fmt: skip
+    applied = rig.send(refunded(stored, amount=10, refund_id=first.reference), event_id="pev_aa")
+    assert applied.outcome is EventOutcome.UNCHANGED and int(rig.read(payment).refunded_amount) == 90
+    assert rig.read(payment).processor_events.as_dict()[first.reference]["applied"] == ["refund"]
+
+
+@pytest.mark.parametrize("kind", ["dispute", "refund"])
+def test_a_dispute_or_refund_while_a_capture_is_in_flight_is_deferred_then_applied(rig: Rig, kind: str) -> None:
+    """A capture whose answer was lost leaves the payment authorized: decided then, a chargeback would be refused,
+    recorded, and its redeliveries taken for duplicates. Deferred (503) with nothing written, it is applied once the
+    capture is resolved."""
+    payment = rig.payment(capture=False)
+    rig.processor.inject(Fault.TIMEOUT_AFTER, operation=CAPTURE)
+    with pytest.raises(ProcessorTimeoutError):
+        rig.checkout.capture(M, payment.id, actor=M)
+    stored = rig.read(payment)
+    event = (dispute_created(stored, dispute_id="dp_1", amount=1000) if kind == "dispute"
+             else refunded(stored, amount=1000, refund_id="re_1"))  # fmt: skip
+    with pytest.raises(ProcessorEventDeferredError) as raised:
+        rig.send(event, event_id="pev_01")
+    assert raised.value.http_status == 503
+    assert rig.read(payment).processor_events is None and rig.read(payment).version == stored.version
+    rig.checkout.capture(M, payment.id, actor=M)  # the client's retry resolves the capture
+    assert rig.send(event, event_id="pev_01").outcome is EventOutcome.APPLIED
+    assert rig.read(payment).status == ("charged_back" if kind == "dispute" else "refunded")
 
 
 # -- late authorisation outcomes ---------------------------------------------------------------------------------------

@@ -21,8 +21,9 @@ from payment_examples.core.config import Settings, use_settings
 from payment_examples.handlers import actions
 from payment_examples.handlers.http import payment_body
 from payment_examples.idempotency.middleware import IdempotencyMiddleware
+from payment_examples.payments import service as service_module
 from payment_examples.payments.service import PaymentService
-from payment_examples.tables.models import BoundModels, Payment, bind_models, create_tables
+from payment_examples.tables.models import HISTORY_LIMIT, BoundModels, Payment, bind_models, create_tables
 from tests.api_events import HS_SECRET, api_event, token
 from tests.conftest import START
 
@@ -362,6 +363,69 @@ def test_a_declined_refund_is_402_changes_nothing_and_is_replayed(rig: Rig, monk
     assert (after.version, after.refunded_amount, after.processor_call) == (before.version, 0, None)
     replayed(declined, rig.post("refund", paid, {"amount": 300}))
     assert len(rig.processor.charges(REFUND, approved=False)) == 1
+
+
+def test_a_lost_refunds_retry_after_more_changes_than_the_history_keeps_is_answered_not_refunded_again(rig) -> None:
+    """The request -> change link is on the payment (``requests``, written with the change), not only in the kept
+    history: HISTORY_LIMIT later changes do not make the retry refund a second time."""
+    paid = rig.card("card-1", captured=True)
+    rig.processor.inject(Fault.TIMEOUT_AFTER, operation=REFUND)
+    assert problem(rig.post("refund", paid, {"amount": 10}, key="refund-A"), 503)
+    for i in range(HISTORY_LIMIT):  # the first resolves A's call (the lease ended with the 503), then makes its own
+        ok(rig.post("refund", paid, {"amount": 10}, key=f"other-{i}"), 201)
+    payment = rig.payment(paid)
+    assert all(t.detail.as_dict().get("idempotency_key") != "refund-A" for t in payment.transitions)  # evicted
+    retry = rig.post("refund", paid, {"amount": 10}, key="refund-A")
+    assert ok(retry, 201)["refunded_amount"] == 90 and retry["headers"]["Idempotent-Replayed"] == "true"
+    assert len(rig.processor.charges(REFUND, approved=None)) == HISTORY_LIMIT + 1
+    assert payment.requests.as_dict()["refund-A"] == {"v": 4, "op": "refund"}
+
+
+def test_a_takeover_after_a_commit_and_more_changes_than_the_history_keeps_answers_from_the_payment(rig, monkeypatch):
+    paid = rig.card("card-1", captured=True)
+    release = rig.middleware._release
+    monkeypatch.setattr(rig.middleware, "_release", lambda *_: None)  # a killed process releases nothing
+    rig.kill.at = "refunded"  # committed; the record of the request never completed
+    with pytest.raises(Killed):
+        rig.post("refund", paid, {"amount": 10}, key="refund-A")
+    rig.kill.at = None
+    monkeypatch.setattr(rig.middleware, "_release", release)
+    for i in range(HISTORY_LIMIT):
+        ok(rig.post("refund", paid, {"amount": 10}, key=f"other-{i}"), 201)
+    rig.clock.advance(LEASE + timedelta(seconds=1))
+    taken_over = rig.post("refund", paid, {"amount": 10}, key="refund-A")
+    assert ok(taken_over, 201)["refunded_amount"] == 90 and taken_over["headers"]["Idempotent-Replayed"] == "true"
+    assert len(rig.processor.charges(REFUND, approved=None)) == HISTORY_LIMIT + 1
+
+
+def test_the_request_map_keeps_the_latest_requests_only(rig: Rig, monkeypatch) -> None:
+    monkeypatch.setattr(service_module, "REQUESTS_LIMIT", 3)
+    paid = rig.plain("p-1", status="captured")
+    for i in range(5):
+        ok(rig.post("refund", paid, {"amount": 10}, key=f"r-{i}"), 201)
+    assert rig.payment(paid).requests.as_dict() == {
+        "r-2": {"v": 6, "op": "refund"}, "r-3": {"v": 7, "op": "refund"}, "r-4": {"v": 8, "op": "refund"}
+    }  # fmt: skip
+
+
+def test_after_a_declined_refund_another_request_sends_another_processor_key(rig: Rig, monkeypatch) -> None:
+    """A decline changes no version: keyed by the version alone, the next refund would send the declined one's key,
+    and a processor that deduplicates (as real ones do) would answer it the cached decline forever."""
+    rig.processor.deduplicates = True
+    paid = rig.card("card-1", captured=True)
+    refund = rig.processor.refund
+
+    def declining_once(key: str, **fields: Any):
+        monkeypatch.setattr(rig.processor, "refund", refund)
+        return rig.processor._act(key, REFUND, "re", decline_code="insufficient_funds", **fields)
+
+    monkeypatch.setattr(rig.processor, "refund", declining_once)
+    assert (
+        problem(rig.post("refund", paid, {"amount": 900}, key="refund-A"), 402)["decline_code"] == "insufficient_funds"
+    )
+    assert ok(rig.post("refund", paid, {"amount": 100}, key="refund-B"), 201)["refunded_amount"] == 100
+    declined, approved = sorted(rig.processor.charges(REFUND, approved=None), key=lambda c: c.approved)
+    assert (declined.amount, approved.amount) == (900, 100) and declined.key != approved.key
 
 
 def test_a_card_void_sends_nothing_and_a_card_without_a_processor_is_500(rig: Rig) -> None:
