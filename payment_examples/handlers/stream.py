@@ -19,7 +19,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 
-from payment_examples.audit import PaymentProjector, Projected, Projector, Projectors
+from payment_examples.audit import PaymentProjector, Projector, Projectors
 from payment_examples.core import PaymentExamplesError, Settings, get_settings
 from payment_examples.tables import get_models
 
@@ -48,24 +48,31 @@ def make_handler(projector: Projector | Projectors | None = None) -> Callable[[d
 
     def handler(event: dict, context: Any) -> dict:
         bound = projector or _default_projectors(get_settings())
-        failed: set[str] = set()
-
-        def record_handler(record: DynamoDBRecord) -> Projected:
-            keys = (record.raw_event.get("dynamodb") or {}).get("Keys", {})
-            key = repr((record.raw_event.get("eventSourceARN"), sorted(keys.items())))
-            if key in failed:
-                raise BlockedRecordError("an earlier record of this item failed in this batch")
-            try:
-                return bound.project(record)
-            except Exception:
-                failed.add(key)
-                raise
-
-        processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
-        return process_partial_response(event=event, record_handler=record_handler, processor=processor,
-                                        context=context)  # fmt: skip
+        return in_item_order(event, context, bound.project)
 
     return handler
+
+
+def in_item_order(event: dict, context: Any, apply: Callable[[DynamoDBRecord], Any]) -> dict:
+    """``apply`` each record of a DynamoDB Streams batch with Powertools' ``BatchProcessor``, answering Lambda's
+    partial batch response; once a record fails, the same item's later records in the batch fail too
+    (``BlockedRecordError``), so they are retried after it rather than applied past it. Other items go on."""
+    failed: set[str] = set()
+
+    def record_handler(record: DynamoDBRecord) -> Any:
+        keys = (record.raw_event.get("dynamodb") or {}).get("Keys", {})
+        key = repr((record.raw_event.get("eventSourceARN"), sorted(keys.items())))
+        if key in failed:
+            raise BlockedRecordError("an earlier record of this item failed in this batch")
+        try:
+            return apply(record)
+        except Exception:
+            failed.add(key)
+            raise
+
+    processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor,
+                                    context=context)  # fmt: skip
 
 
 handler = make_handler()  # the Lambda entry point: payment_examples.handlers.stream.handler

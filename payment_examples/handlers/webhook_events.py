@@ -15,12 +15,9 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
-
 from payment_examples.core import Settings, get_settings
-from payment_examples.handlers.stream import BlockedRecordError
-from payment_examples.webhooks.producer import Producer, Published
+from payment_examples.handlers.stream import in_item_order
+from payment_examples.webhooks.producer import Producer
 
 
 @lru_cache(maxsize=8)
@@ -34,22 +31,7 @@ def make_handler(producer: Producer | None = None) -> Callable[[dict, Any], dict
 
     def handler(event: dict, context: Any) -> dict:
         bound = producer or _default_producer(get_settings())
-        failed: set[str] = set()
-
-        def record_handler(record: DynamoDBRecord) -> Published:
-            keys = (record.raw_event.get("dynamodb") or {}).get("Keys", {})
-            key = repr((record.raw_event.get("eventSourceARN"), sorted(keys.items())))
-            if key in failed:
-                raise BlockedRecordError("an earlier record of this payment failed in this batch")
-            try:
-                return bound.publish_record(record)
-            except Exception:
-                failed.add(key)
-                raise
-
-        processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
-        return process_partial_response(event=event, record_handler=record_handler, processor=processor,
-                                        context=context)  # fmt: skip
+        return in_item_order(event, context, bound.publish_record)
 
     return handler
 
