@@ -12,7 +12,9 @@ event source on the FIFO delivery queue). Here ``WebhookPipeline`` runs both on 
   A handler that raises has every message of the batch come back (nothing is deleted).
 
 ``drain()`` runs both until the stream is caught up and a receive finds nothing visible (tests and notebooks; a
-message waiting out a backoff is not waited for). ``start()`` / ``stop()`` run them on a background thread.
+message waiting out a backoff is not waited for). ``start()`` / ``stop()`` run them in the background, each on its
+own thread as the two event sources run apart: the deliverer works through the queue while the producer is still
+reading the stream, so a burst of changes is delivered as it is enqueued, not after the whole burst is.
 ``latencies_ms()``: per delivery, the change's commit (the log item's ``created_at``, the change's own time) to
 its ``delivered_at``; the two clocks are the payment service's and the deliverer's, so the figure means
 something when both are the system clock.
@@ -196,7 +198,7 @@ class WebhookPipeline:
             self.queues.queue, webhook_delivery.make_handler(self.deliverer), settings=self.settings,
             batch_size=batch_size,
         )  # fmt: skip
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
 
     @property
@@ -229,19 +231,27 @@ class WebhookPipeline:
     # -- in the background ---------------------------------------------------------------------------------------
 
     def start(self, *, interval: float = 0.2) -> None:
-        """Run rounds on a daemon thread until ``stop()`` (waiting ``interval`` s after an idle round)."""
-        if self._thread is not None:
+        """Run the producer's stream poller and the deliverer's queue worker on two daemon threads until ``stop()``
+        (each waits ``interval`` s after a round that found nothing)."""
+        if self._threads:
             raise RuntimeError("this pipeline is already running")
         self._stopping.clear()
-        self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True, name="webhook-pipeline")
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._run, args=(self._stream_round, interval), daemon=True,
+                             name="webhook-pipeline"),
+            threading.Thread(target=self._run, args=(self.worker.poll, interval), daemon=True,
+                             name="webhook-pipeline-delivery"),
+        ]  # fmt: skip
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
-        if self._thread is None:
+        if not self._threads:
             return
         self._stopping.set()
-        self._thread.join()
-        self._thread = None
+        for thread in self._threads:
+            thread.join()
+        self._threads = []
 
     def __enter__(self) -> WebhookPipeline:
         return self
@@ -249,10 +259,16 @@ class WebhookPipeline:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def _run(self, interval: float) -> None:
+    def _stream_round(self) -> int:
+        """The stream caught up; the number of records it held."""
+        before = self.poller.stats.records
+        self.poller.drain()
+        return self.poller.stats.records - before
+
+    def _run(self, work: Callable[[], int], interval: float) -> None:
         while not self._stopping.is_set():
             try:
-                if self.round() == (0, 0):
+                if work() == 0:
                     self._stopping.wait(interval)
             except Exception as error:  # the engine went away, a network blip: log, wait, go on
                 logger.warning("webhook pipeline round failed", error_type=type(error).__name__)

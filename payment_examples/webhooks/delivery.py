@@ -24,10 +24,20 @@ Deployed as a Lambda function with an SQS event source on the delivery queue (``
   A dead-lettered event no longer holds back its payment's later events: they are delivered, and a ``replay``
   sends it afterwards (``Payment-Event-Id`` and ``payment_version`` let the merchant order and deduplicate).
 * **One write per attempt** (two at the last): an ``UpdateItem`` on the delivery log (``WebhookDelivery``) that
-  counts the attempt, appends it to the history and sets the outcome. The identity fields are written with
-  ``if_not_exists`` too, so an attempt that overtakes the producer's own log write (it sends before it writes)
-  leaves a whole item. The history keeps the last ``HISTORY_LIMIT`` attempts: a further write trims it only once
-  it grew past that (after replays, or with more than ten attempts allowed).
+  counts the attempt, appends it to the history and sets the outcome, conditioned on the item existing: the
+  producer writes the whole item before it sends the message. Only if the condition fails (a message sent by a
+  producer that logged after sending) is the attempt written again with the identity fields (``if_not_exists``),
+  so it leaves a whole item. The history keeps the last ``HISTORY_LIMIT`` attempts: a further write trims it only
+  once it grew past that (after replays, or with more than ten attempts allowed).
+* **The endpoint is read once per ``endpoint_ttl``** (60 s by default, as the producer's ``for_merchant``), with its
+  secrets decrypted once, not per message: one ``GetItem`` and the decryption per endpoint and minute, held in
+  this process only (never logged). The price: a disable, a re-enable, a new URL or a rotation (made anywhere,
+  even through this deliverer's own ``WebhookEndpoints``) is seen within the ttl, as the producer sees its
+  endpoints (``for_merchant``). A
+  message to a just-disabled endpoint may still be delivered within it; a rotation signs with the secret that was
+  current for up to the ttl, which the merchant's receiver accepts while the previous secret is valid (a
+  rotation with ``previous_valid_for=0`` may see attempts fail until the ttl ends: they are retried). ``forget()``
+  drops the cache (``endpoint_ttl=0`` disables it).
 * **Delivery is at least once.** A crash between the merchant's 2xx and the log write delivers again;
   merchants deduplicate on ``Payment-Event-Id`` (as with every webhook provider).
 * **Nothing secret leaves the signer**: the log and the log lines hold statuses, durations and error texts
@@ -41,9 +51,10 @@ import math
 import random
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import urllib3
@@ -77,6 +88,7 @@ HISTORY_LIMIT = 10
 MAX_ERROR_LENGTH = 200
 MAX_RESPONSE_BYTES = 4096
 FAILED_PARTITION = "failed"
+ENDPOINT_TTL = timedelta(seconds=60)  # as WebhookEndpoints.for_merchant's cache (the producer's)
 DISABLED_ERROR = "endpoint disabled"
 REDACTED = "[redacted]"
 _MESSAGE_FIELDS = ("event_id", "endpoint_id", "merchant_id", "payment_id", "payment_version", "type", "body")
@@ -210,6 +222,16 @@ class DeliveryView:
 
 
 @dataclass(frozen=True)
+class _CachedEndpoint:
+    """An endpoint as read, its active secrets in clear (newest first; never shown in a repr), and until when
+    this is used without reading it again."""
+
+    endpoint: Endpoint
+    secrets: tuple[str, ...] = field(repr=False)
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
 class _Message:
     event_id: str
     endpoint_id: str
@@ -254,7 +276,12 @@ class Deliverer:
         rng: random.Random | None = None,
         sqs: Any = None,
         queues: QueueUrls | None = None,
+        endpoint_ttl: timedelta = ENDPOINT_TTL,
+        endpoint_cache_size: int = 10_000,
     ) -> None:
+        self.endpoint_ttl = endpoint_ttl
+        if self.endpoint_ttl < timedelta(0) or endpoint_cache_size < 1:
+            raise ValueError("endpoint_ttl must not be negative and endpoint_cache_size must be positive")
         self.endpoints = endpoints
         self.settings = settings or get_settings()
         self._models = models
@@ -265,6 +292,9 @@ class Deliverer:
         self._queues = queues
         self.counters = DeliveryCounters()
         self._lock = threading.Lock()
+        self._endpoint_cache: OrderedDict[tuple[str, str], _CachedEndpoint] = OrderedDict()
+        self._endpoint_cache_size = endpoint_cache_size
+        self.endpoint_reads = 0  # GetItems of an endpoint (what the cache saves)
 
     @property
     def models(self) -> BoundModels:
@@ -327,15 +357,12 @@ class Deliverer:
                          error=str(error)[:MAX_ERROR_LENGTH])  # fmt: skip
             self._dead_letter(record, None)
             return True
-        try:
-            endpoint = self.endpoints.get(message.merchant_id, message.endpoint_id)
-        except NotFoundError:
-            endpoint = None
-        if endpoint is None or not endpoint.enabled:
+        cached = self._endpoint(message)
+        if cached is None or not cached.endpoint.enabled:
             self._give_up(message, status=None, error=DISABLED_ERROR, entry=None)
             logger.warning("webhook not delivered: endpoint disabled", **_ids(message))
             return True
-        status, error, entry = self._attempt(message, endpoint)
+        status, error, entry = self._attempt(message, cached)
         if status is not None and 200 <= status < 300:
             self._delivered(message, status, entry)
             return True
@@ -359,11 +386,52 @@ class Deliverer:
         logger.warning("webhook given up", **_ids(message), attempt=attempt, status=status, error=error)
         return True
 
+    # -- the endpoint ------------------------------------------------------------------------------------------
+
+    def _endpoint(self, message: _Message) -> _CachedEndpoint | None:
+        """The message's endpoint and its decrypted secrets: from the cache within ``endpoint_ttl``, else one
+        ``GetItem`` and the decryption (None: no such endpoint, not cached)."""
+        key = (message.merchant_id, message.endpoint_id)
+        now = self.clock.now()
+        with self._lock:
+            cached = self._endpoint_cache.get(key)
+            if cached is not None and now < cached.expires_at:
+                self._endpoint_cache.move_to_end(key)
+                return cached
+        try:
+            endpoint = self.endpoints.get(*key)
+        except NotFoundError:
+            endpoint = None
+        with self._lock:
+            self.endpoint_reads += 1
+        if endpoint is None:
+            self.forget(*key)
+            return None
+        secrets = tuple(self.endpoints.active_secrets(endpoint))
+        # Held until the ttl ends, or sooner if a secret it signs with expires (then it no longer signs).
+        expiries = [s.expires_at for s in endpoint.stored_secrets if s.expires_at is not None and now < s.expires_at]
+        cached = _CachedEndpoint(endpoint, secrets, min([now + self.endpoint_ttl, *expiries]))
+        if self.endpoint_ttl > timedelta(0):
+            with self._lock:
+                self._endpoint_cache[key] = cached
+                self._endpoint_cache.move_to_end(key)
+                while len(self._endpoint_cache) > self._endpoint_cache_size:
+                    self._endpoint_cache.popitem(last=False)
+        return cached
+
+    def forget(self, merchant_id: str | None = None, endpoint_id: str | None = None) -> None:
+        """Drop the cached endpoint (every one, without arguments): its next message reads it again."""
+        with self._lock:
+            if merchant_id is None or endpoint_id is None:
+                self._endpoint_cache.clear()
+            else:
+                self._endpoint_cache.pop((merchant_id, endpoint_id), None)
+
     # -- one attempt ---------------------------------------------------------------------------------------------
 
-    def _attempt(self, message: _Message, endpoint: Endpoint) -> tuple[int | None, str | None, dict]:
+    def _attempt(self, message: _Message, cached: _CachedEndpoint) -> tuple[int | None, str | None, dict]:
         now = self.clock.now()
-        secrets = self.endpoints.active_secrets(endpoint)
+        endpoint, secrets = cached.endpoint, list(cached.secrets)
         body = message.body.encode()
         started = time.perf_counter()
         signature = ""
@@ -395,8 +463,8 @@ class Deliverer:
         return self.models.webhook_delivery(message.event_id, message.endpoint_id)
 
     def _identity(self, message: _Message) -> list[Any]:
-        """The item's identity, set only where absent: the producer sends the message before it writes the log
-        item, so an attempt can overtake it (its ``if_not_exists`` then keeps what the attempt wrote)."""
+        """The item's identity, set only where absent: what the fallback of ``_update`` adds, for a message whose
+        log item is not there (sent by a producer that logged after sending; its own write keeps what this wrote)."""
         Model = self.models.webhook_delivery
         return [
             Model.merchant_id.set(Model.merchant_id | message.merchant_id),
@@ -412,15 +480,40 @@ class Deliverer:
         Model = self.models.webhook_delivery
         return [Model.history.set((Model.history | []).append([entry])), Model.attempts.add(1)]
 
+    def _update(
+        self, item: WebhookDelivery, actions: list[Any], *, fallback: list[Any] | None, condition: Any = None
+    ) -> bool:
+        """One ``UpdateItem`` of the log item, which the producer wrote before it sent the message: conditioned on
+        it existing (and on ``condition``). If it does not exist, the same update again with ``fallback`` (the
+        identity) and ``condition`` alone. ``fallback=None``: the item exists (an attempt was just logged on it).
+        False: ``condition`` failed (item as it was); the new image is in ``item`` otherwise."""
+        Model = type(item)
+        if fallback is not None:
+            exists = Model.event_id.exists()
+            try:
+                item.update(actions=actions, condition=exists if condition is None else exists & condition)
+                return True
+            except UpdateError as failed:
+                if error_code(failed) != CONDITIONAL_CHECK_FAILED:
+                    raise
+            actions = [*fallback, *actions]  # missing, or ``condition`` failed: which one, the next write tells
+        try:
+            item.update(actions=actions, condition=condition)
+        except UpdateError as failed:
+            if condition is None or error_code(failed) != CONDITIONAL_CHECK_FAILED:
+                raise
+            return False
+        return True
+
     def _delivered(self, message: _Message, status: int, entry: dict) -> None:
         Model = self.models.webhook_delivery
         now = self.clock.now()
         item = self._item(message)
-        item.update(actions=[
-            *self._identity(message), *self._history(entry),
-            Model.state.set("delivered"), Model.delivered_at.set(now), Model.last_status.set(status),
-            Model.last_error.remove(), Model.failed_partition.remove(), Model.failed_key.remove(),
-        ])  # fmt: skip
+        self._update(item, [
+            *self._history(entry), Model.state.set("delivered"), Model.delivered_at.set(now),
+            Model.last_status.set(status), Model.last_error.remove(), Model.failed_partition.remove(),
+            Model.failed_key.remove(),
+        ], fallback=self._identity(message))  # fmt: skip
         self._trim(item)
         with self._lock:
             self.counters.delivered += 1
@@ -429,41 +522,39 @@ class Deliverer:
         logger.info("webhook delivered", **_ids(message), status=status)
 
     def _log_attempt(self, message: _Message, status: int | None, error: str | None, entry: dict) -> WebhookDelivery:
-        """Count and record a failed attempt; returns the item as it now is (the update's new image)."""
+        """Count and record a failed attempt; returns the item as it now is (the update's new image). Its state is
+        not touched: pending, or delivered / failed for a duplicate message (never moved back)."""
         Model = self.models.webhook_delivery
         item = self._item(message)
-        state = Model.state | "pending"  # never moves a delivered (a duplicate message's) or failed item back
-        item.update(actions=[
-            *self._identity(message), *self._history(entry), Model.state.set(state),
+        self._update(item, [
+            *self._history(entry),
             Model.last_status.set(status) if status is not None else Model.last_status.remove(),
             Model.last_error.set(error) if error is not None else Model.last_error.remove(),
-        ])  # fmt: skip
+        ], fallback=[*self._identity(message), Model.state.set(Model.state | "pending")])  # fmt: skip
         self._trim(item)
         return item
 
     def _give_up(
         self, message: _Message, *, status: int | None, error: str | None, entry: dict | None, identity: bool = True
     ) -> None:
-        """Log the delivery failed, with the sparse index's keys (what ``replay`` reads). ``identity``: the item may
-        not exist yet (no attempt was logged before)."""
+        """Log the delivery failed, with the sparse index's keys (what ``replay`` reads), unless it was delivered
+        (a duplicate message). ``identity``: the item may not exist (no attempt was logged on it yet)."""
         Model = self.models.webhook_delivery
         now = self.clock.now()
         item = self._item(message)
-        try:
-            item.update(
-                actions=[
-                    *(self._identity(message) if identity else ()), *self._history(entry),
-                    Model.state.set("failed"), Model.failed_at.set(now),
-                    Model.failed_partition.set(FAILED_PARTITION),
-                    Model.failed_key.set(f"{sortable_time(now)}#{message.event_id}#{message.endpoint_id}"),
-                    Model.last_status.set(status) if status is not None else Model.last_status.remove(),
-                    Model.last_error.set(error) if error is not None else Model.last_error.remove(),
-                ],
-                condition=Model.state.does_not_exist() | (Model.state != "delivered"),
-            )  # fmt: skip
-        except UpdateError as failed:
-            if error_code(failed.cause) != CONDITIONAL_CHECK_FAILED:
-                raise
+        updated = self._update(
+            item,
+            [
+                *self._history(entry), Model.state.set("failed"), Model.failed_at.set(now),
+                Model.failed_partition.set(FAILED_PARTITION),
+                Model.failed_key.set(f"{sortable_time(now)}#{message.event_id}#{message.endpoint_id}"),
+                Model.last_status.set(status) if status is not None else Model.last_status.remove(),
+                Model.last_error.set(error) if error is not None else Model.last_error.remove(),
+            ],
+            fallback=self._identity(message) if identity else None,
+            condition=Model.state.does_not_exist() | (Model.state != "delivered"),
+        )  # fmt: skip
+        if not updated:
             logger.info("webhook already delivered (a duplicate message)", **_ids(message))
             return
         self._trim(item)

@@ -1,5 +1,5 @@
-"""The producer: a payments-table stream record -> its webhook events -> one queue message per (event, endpoint),
-and the delivery log's item for each.
+"""The producer: a payments-table stream record -> its webhook events -> the delivery log's item and one queue
+message per (event, endpoint).
 
 It runs in the stream's consumer (``handlers/webhook_events.py``), never in the request that changed the payment:
 the payment's one conditional write is the commit point, and the event follows from it as a projection, at least
@@ -8,17 +8,23 @@ record repeats them harmlessly:
 
 1. the merchant's endpoints (``WebhookEndpoints.for_merchant``: one query, cached per merchant for the ttl; most
    merchants have none, and then nothing else happens), the enabled ones that want the event's type;
-2. the messages, ``SendMessageBatch`` (at most 10 per call, in order, never two of one message group in one call:
+2. the delivery log item, one ``UpdateItem`` per (event, endpoint) that writes the whole item, ``pending``, on
+   the condition that it does not exist (plain ``SET``s: cheaper than one ``if_not_exists`` per attribute). A
+   retried record finds it there; then, and only then, a second write sets the attributes still absent
+   (``if_not_exists``): nothing the deliverer logged is rewritten, nothing is lost (the log never goes back to
+   ``pending``), and an item a deliverer wrote first (a message of a producer that logged after sending) is
+   completed;
+3. the messages, ``SendMessageBatch`` (at most 10 per call, in order, never two of one message group in one call:
    a failed entry then stops its group's later messages from being sent ahead of it). An entry that fails raises
    ``WebhookPublishError``, so the record is reported as failed and retried from there; what was sent already is
-   sent again with the same deduplication id (``<event>:<endpoint>``), which SQS drops within its five minutes;
-3. the delivery log item, one ``UpdateItem`` per (event, endpoint) that sets only the attributes still absent
-   (``if_not_exists``): a redelivered record, or a deliverer that took the message and logged its attempt first,
-   loses nothing (the log never goes back to ``pending``).
+   sent again with the same deduplication id (``<event>:<endpoint>``), which SQS drops within its five minutes.
 
-The messages go out before the log is written, so a log item always means its message was enqueued: a record
-that is given up on (its retries spent) leaves no ``pending`` item that nothing will ever deliver. A crash between
-the two leaves messages whose log items the record's retry writes.
+The log is written before the messages go out, so a message always finds its log item: the deliverer's one write
+per attempt is a short update conditioned on the item existing, not one that must also write the item's identity
+(it keeps that longer update as a fallback, for a message sent by a producer that logged after sending). A crash
+between the two leaves ``pending`` items whose messages the record's retry sends; a record given up on (its
+retries spent) goes to the stream's on-failure queue and leaves its items ``pending``, never delivered: the log
+still names every event that was due, and shows which never left.
 """
 
 from __future__ import annotations
@@ -29,7 +35,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pynamodb.exceptions import UpdateError
+
 from payment_examples.core import Clock, PaymentExamplesError, Settings, SystemClock, aws, get_settings, logger
+from payment_examples.core.errors import CONDITIONAL_CHECK_FAILED, error_code
 from payment_examples.tables.models import BoundModels, get_models
 from payment_examples.webhooks.endpoints import Endpoint, WebhookEndpoints
 from payment_examples.webhooks.events import WebhookEvent, events_from_record
@@ -140,15 +149,15 @@ class Producer:
         return self.publish(events_from_record(raw, model=self.models.payment))
 
     def publish(self, events: Iterable[WebhookEvent]) -> Published:
-        """Enqueue one message per (event, enabled endpoint that wants it), then write their log items."""
+        """Write the log item of each (event, enabled endpoint that wants it), then enqueue their messages."""
         events = list(events)
         wanted = self._fan_out(events)
         if not wanted:
             return Published(len(events))
-        self._send(wanted)
         now = self.clock.now()
         for event, endpoint in wanted:
             self._log(event, endpoint, now)
+        self._send(wanted)
         sent = tuple((event.event_id, endpoint.endpoint_id) for event, endpoint in wanted)
         logger.info("webhook messages enqueued", payment_ids=sorted({e.payment_id for e in events}),
                     events=len(events), messages=len(sent))  # fmt: skip
@@ -180,8 +189,10 @@ class Producer:
                 raise WebhookPublishError(refused)
 
     def _log(self, event: WebhookEvent, endpoint: Endpoint, now: datetime) -> None:
+        """The whole pending item, if it does not exist; if it does (an earlier try of this record wrote it, and
+        the deliverer may have logged attempts on it since), only the attributes it lacks (``if_not_exists``)."""
         Model = self.models.webhook_delivery
-        absent = [
+        fields = [
             (Model.merchant_id, event.merchant_id),
             (Model.payment_id, event.payment_id),
             (Model.payment_version, event.payment_version),
@@ -193,8 +204,18 @@ class Producer:
             (Model.created_at, event.created_at),
             (Model.enqueued_at, now),
         ]
-        actions = [attribute.set(attribute | value) for attribute, value in absent]  # SET a = if_not_exists(a, v)
-        Model._get_connection().update_item(event.event_id, range_key=endpoint.endpoint_id, actions=actions)
+        connection = Model._get_connection()
+        try:
+            connection.update_item(event.event_id, range_key=endpoint.endpoint_id,
+                                   actions=[attribute.set(value) for attribute, value in fields],
+                                   condition=Model.event_id.does_not_exist())  # fmt: skip
+            return
+        except UpdateError as error:
+            if error_code(error) != CONDITIONAL_CHECK_FAILED:
+                raise
+        # SET a = if_not_exists(a, v): a retried record rewrites nothing the item holds
+        actions = [attribute.set(attribute | value) for attribute, value in fields]
+        connection.update_item(event.event_id, range_key=endpoint.endpoint_id, actions=actions)
 
 
 def _message(event: WebhookEvent, endpoint: Endpoint) -> dict[str, str]:

@@ -251,13 +251,79 @@ def test_a_message_that_overtakes_the_producers_log_write_leaves_a_whole_item(ri
         body=evt.body,
     )
     rig.sqs._client.send_message(QueueUrl=rig.settings.webhook_queue_url, **message)
-    assert rig.poll() == 1  # delivered before the producer wrote the log item
-    # The producer's log write (if_not_exists) comes now. (Its message is sent again too: SQS drops it within five
-    # minutes; moto only while the first is still in the queue, so it is not polled here.)
+    assert rig.poll() == 1  # delivered before any log item (a producer that logged after sending): the fallback
+    # The producer's log write comes now: the item exists, so it sets only what is absent (if_not_exists). (Its
+    # message is sent again too: SQS drops it within five minutes; moto only while the first is still in the queue,
+    # so it is not polled here.)
     rig.publish(evt)
     item = rig.log(evt, endpoint.endpoint_id)
     assert (item.state, item.attempts, item.merchant_id, item.body, item.created_at) == (
         "delivered", 1, merchant, evt.body, START)  # fmt: skip
+
+
+def update_calls(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """The delivery log's UpdateItems from now on (their keyword arguments)."""
+    connection = rig.models.webhook_delivery._get_connection()
+    calls: list[dict] = []
+    original = connection.update_item
+
+    def update_item(*args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(connection, "update_item", update_item)
+    return calls
+
+
+def test_an_attempt_is_one_short_update_of_the_item_the_producer_wrote(
+    rig: Rig, merchant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    endpoint, _ = rig.endpoints.add(merchant, "https://example.com/hooks")
+    evt = event(merchant, "pay-short")
+    rig.publish(evt)  # the log item first, then the message
+    calls = update_calls(rig, monkeypatch)
+    assert rig.poll() == 1
+    [call] = calls  # conditioned on the item existing, without the identity's if_not_exists
+    assert "attribute_exists" in repr(call["condition"]) and "merchant_id" not in repr(call["actions"])
+    item = rig.log(evt, endpoint.endpoint_id)
+    assert (item.state, item.attempts, item.merchant_id, item.created_at) == ("delivered", 1, merchant, START)
+
+
+def test_the_endpoint_is_read_once_per_ttl_and_a_disable_is_seen_when_it_ends(rig: Rig, merchant: str) -> None:
+    endpoint, _ = rig.endpoints.add(merchant, "https://example.com/hooks")
+    rig.publish(event(merchant, "pay-c1"), event(merchant, "pay-c2"))
+    assert rig.poll() == 2 and len(rig.http.calls) == 2
+    assert rig.deliverer.endpoint_reads == 1  # one GetItem and one decryption for both messages
+    rig.publish(event(merchant, "pay-c3"))
+    rig.endpoints.disable(merchant, endpoint.endpoint_id)  # after its message was enqueued
+    assert rig.poll() == 1 and len(rig.http.calls) == 3  # within the ttl: the endpoint as read (documented)
+    rig.clock.advance(rig.deliverer.endpoint_ttl)
+    late = event(merchant, "pay-c4")
+    rig.endpoints.enable(merchant, endpoint.endpoint_id)
+    rig.publish(late)
+    rig.endpoints.disable(merchant, endpoint.endpoint_id)
+    assert rig.poll() == 1 and len(rig.http.calls) == 3  # the ttl over: read again, disabled, given up
+    assert (rig.log(late, endpoint.endpoint_id).state, rig.deliverer.endpoint_reads) == ("failed", 2)
+    rig.endpoints.enable(merchant, endpoint.endpoint_id)
+    rig.deliverer.forget(merchant, endpoint.endpoint_id)  # read at once
+    rig.publish(event(merchant, "pay-c5"))
+    assert rig.poll() == 1 and len(rig.http.calls) == 4 and rig.deliverer.endpoint_reads == 3
+    with pytest.raises(ValueError):
+        Deliverer(endpoints=rig.endpoints, settings=rig.settings, endpoint_ttl=timedelta(seconds=-1))
+
+
+def test_a_cached_endpoint_is_read_again_when_a_secret_it_signs_with_expires(rig: Rig, merchant: str) -> None:
+    endpoint, first = rig.endpoints.add(merchant, "https://example.com/hooks")
+    second = rig.endpoints.rotate_secret(merchant, endpoint.endpoint_id, previous_valid_for=timedelta(seconds=20))
+    rig.publish(event(merchant, "pay-exp", 1))
+    assert rig.poll() == 1 and rig.http.calls[0].headers[SIGNATURE_HEADER].count("v1=") == 2
+    rig.clock.advance(timedelta(seconds=21))  # within the ttl, but the previous secret no longer signs
+    rig.publish(event(merchant, "pay-exp", 2))
+    assert rig.poll() == 1 and rig.deliverer.endpoint_reads == 2
+    header = rig.http.calls[1].headers[SIGNATURE_HEADER]
+    now = rig.clock.now().timestamp()
+    assert header.count("v1=") == 1 and verify_signature(rig.http.calls[1].body, header, [second], now=now)
+    assert first != second
 
 
 # -- failed attempts and backoff -------------------------------------------------------------------------------------

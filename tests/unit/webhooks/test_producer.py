@@ -1,6 +1,6 @@
 """The producer (webhooks/producer.py) and the local queues (webhooks/queues.py) on moto in-process: one FIFO
-message per (event, endpoint) with its group and deduplication ids, the delivery log written without losing what
-is there, and a partial batch failure raised so the stream record is retried."""
+message per (event, endpoint) with its group and deduplication ids, the delivery log written before the messages
+without losing what is there, and a partial batch failure raised so the stream record is retried."""
 
 from __future__ import annotations
 
@@ -146,7 +146,7 @@ class FakeSqs:
                 **({"Failed": failed} if failed else {})}  # fmt: skip
 
 
-def test_a_partial_batch_failure_raises_and_logs_nothing(
+def test_a_partial_batch_failure_raises_after_logging_and_its_retry_sends_everything(
     environment, settings, endpoints, payments, merchant, fixed
 ) -> None:
     endpoints.add(merchant, "https://example.com/a")
@@ -161,8 +161,19 @@ def test_a_partial_batch_failure_raises_and_logs_nothing(
     [event] = events_from_record(delivered)
     assert caught.value.failed == ((event.event_id, second.endpoint_id, "InternalError"),)
     assert "try again" not in str(caught.value) and event.body not in str(caught.value)
-    assert deliveries({event.event_id}) == {}
     assert len(sqs.calls) == 1 and first.endpoint_id in sqs.calls[0][0]["MessageDeduplicationId"]
+    # The log was written before the messages: both items are there, pending, whole (the retry sends their messages).
+    logged = deliveries({event.event_id})
+    assert sorted(logged) == sorted((event.event_id, e.endpoint_id) for e in (first, second))
+    assert {(d.state, d.attempts, d.body, d.created_at) for d in logged.values()} == {
+        ("pending", 0, event.body, event.created_at)}  # fmt: skip
+    before = {key: item.attribute_values for key, item in logged.items()}
+    sqs.refuse = frozenset()
+    again = producer.publish_record(delivered)
+    assert again.messages == ((event.event_id, first.endpoint_id), (event.event_id, second.endpoint_id))
+    sent = [entry["MessageDeduplicationId"] for entry in sqs.calls[1]]
+    assert sent == [f"{event.event_id}:{first.endpoint_id}", f"{event.event_id}:{second.endpoint_id}"]
+    assert {key: item.attribute_values for key, item in deliveries({event.event_id}).items()} == before
 
 
 def test_batches_of_ten_in_order_never_two_of_one_group(
