@@ -357,12 +357,20 @@ class Deliverer:
                          error=str(error)[:MAX_ERROR_LENGTH])  # fmt: skip
             self._dead_letter(record, None)
             return True
-        cached = self._endpoint(message)
-        if cached is None or not cached.endpoint.enabled:
-            self._give_up(message, status=None, error=DISABLED_ERROR, entry=None)
-            logger.warning("webhook not delivered: endpoint disabled", **_ids(message))
-            return True
-        status, error, entry = self._attempt(message, cached)
+        try:
+            cached = self._endpoint(message)
+        except Exception as raised:  # noqa: BLE001 (the endpoint could not be read or its secret not decrypted)
+            # A failed attempt like any other: counted, backed off, given up on at the last one (and so in the log
+            # and replayable), never left to SQS's redrive with its log still pending.
+            error = f"endpoint unavailable: {type(raised).__name__}"
+            logger.warning("webhook endpoint unavailable", **_ids(message), error_type=type(raised).__name__)
+            status, entry = None, {"at": sortable_time(self.clock.now()), "status": None, "error": error, "ms": 0}
+        else:
+            if cached is None or not cached.endpoint.enabled:
+                self._give_up(message, status=None, error=DISABLED_ERROR, entry=None)
+                logger.warning("webhook not delivered: endpoint disabled", **_ids(message))
+                return True
+            status, error, entry = self._attempt(message, cached)
         if status is not None and 200 <= status < 300:
             self._delivered(message, status, entry)
             return True

@@ -402,6 +402,40 @@ def test_the_last_attempt_dead_letters_and_logs_failed(settings: Settings, endpo
     assert (counters.attempts, counters.retried, counters.failed, counters.delivered) == (4, 3, 1, 0)
 
 
+def test_an_endpoint_that_cannot_be_read_is_a_failed_attempt_and_given_up_on_in_the_log(
+    settings: Settings,
+    endpoints: WebhookEndpoints,
+    fixed: FixedClock,
+    wh_models: BoundModels,
+    sqs: Any,
+    merchant: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A secret that cannot be decrypted (a key version removed, KMS refusing) must not leave the message to SQS's
+    redrive with its log still pending, where no replay finds it: each failure is an attempt, the last one gives up."""
+    settings = replace(settings, webhook_max_attempts=2)
+    rig = make_rig(settings, endpoints, fixed, wh_models, sqs, FakeHttp(lambda call: (200, None)))
+    endpoint, _ = endpoints.add(merchant, "https://example.com/hooks")
+    evt = event(merchant, "pay-unreadable")
+    rig.publish(evt)
+
+    def refuse(endpoint: Any) -> list[str]:
+        raise RuntimeError("KMS said no")
+
+    monkeypatch.setattr(endpoints, "active_secrets", refuse)
+    for _ in range(2):
+        assert rig.poll() == 1
+        rig.in_flight_visible()
+    item = rig.log(evt, endpoint.endpoint_id)
+    assert (item.state, item.attempts, item.last_error) == ("failed", 2, "endpoint unavailable: RuntimeError")
+    assert rig.http.calls == [] and rig.poll() == 0
+    [dead] = rig.queue_messages(settings.webhook_dead_letter_queue_url)
+    assert json.loads(dead["Body"])["event_id"] == evt.event_id
+    monkeypatch.undo()
+    result = rig.deliverer.replay(since=START - timedelta(days=1), merchant_id=merchant)
+    assert result.event_ids == (evt.event_id,)
+
+
 def test_a_failed_message_blocks_its_payments_later_messages_in_the_batch(rig: Rig, merchant: str) -> None:
     endpoint, _ = rig.endpoints.add(merchant, "https://example.com/hooks")
     a1, a2, a3 = (event(merchant, "pay-a", v) for v in (1, 2, 3))
